@@ -452,8 +452,6 @@ def encode(frame: Frame) -> bytes:
     """Encode ``frame``. Raises :class:`~hbproto.errors.LocalProtocolError` if it is invalid."""
     _check_for_send(frame)
     size = frame.size
-    if size > MAX_FRAME:
-        raise LocalProtocolError(f"frame of {size} bytes exceeds {MAX_FRAME}")
     head = (
         (VERSION << _VER_SHIFT)
         | (frame.type << _TYPE_SHIFT)
@@ -491,8 +489,8 @@ def _check_for_send(frame: Frame) -> None:
     for tlv_type, value in frame.tlvs:
         if not 0 <= tlv_type <= 0xFF:
             raise LocalProtocolError(f"TLV type {tlv_type} does not fit in 8 bits")
-        if len(value) > MAX_FRAME:
-            raise LocalProtocolError(f"TLV value of {len(value)} bytes is too long")
+    if frame.size > MAX_FRAME:
+        raise LocalProtocolError(f"frame of {frame.size} bytes exceeds {MAX_FRAME}")
     try:
         _validate(frame)
     except FrameError as exc:
