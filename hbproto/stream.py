@@ -10,12 +10,15 @@ that error is fatal and repeats on every later call.
 
 from __future__ import annotations
 
+from collections import deque
+
 from .errors import BadLength, BadVersion, FrameError, FrameTooLarge, LocalProtocolError
 from .frame import MAX_FRAME, MIN_FRAME, VERSION
 
 __all__ = ["StreamDeframer"]
 
 _COMPACT_AT = 1 << 16
+_MAX_ARRIVALS = 16
 
 
 class StreamDeframer:
@@ -30,16 +33,18 @@ class StreamDeframer:
     can enforce SPEC rule [HB-TCP-4] against peers that trickle a frame and never finish it.
     """
 
-    __slots__ = ("_buf", "_error", "_last_rx", "_pos", "max_frame_size", "partial_since")
+    __slots__ = ("_arrivals", "_buf", "_consumed", "_error", "_pos", "_received", "max_frame_size")
 
     def __init__(self, max_frame_size: int = MAX_FRAME) -> None:
         if not MIN_FRAME <= max_frame_size <= MAX_FRAME:
             raise LocalProtocolError(f"max_frame_size must be in {MIN_FRAME}..{MAX_FRAME}")
         self.max_frame_size = max_frame_size
-        self.partial_since: float | None = None
         self._buf = bytearray()
         self._pos = 0
-        self._last_rx = 0.0
+        # (stream offset just past a received chunk, its arrival time), oldest first
+        self._arrivals: deque[tuple[int, float]] = deque()
+        self._received = 0
+        self._consumed = 0
         self._error: FrameError | None = None
 
     @property
@@ -47,13 +52,29 @@ class StreamDeframer:
         """Bytes received and not yet returned as frames."""
         return len(self._buf) - self._pos
 
+    @property
+    def partial_since(self) -> float | None:
+        """When the oldest byte not yet returned in a frame arrived; ``None`` if there is none."""
+        return self._arrivals[0][1] if self._arrivals else None
+
     def receive_data(self, data: bytes, now: float) -> None:
-        """Add bytes that arrived at time ``now``."""
+        """Add bytes that arrived at time ``now``.
+
+        Raises the stream's fatal error again if framing has already failed: a dead stream
+        must be closed, not fed.
+        """
+        if self._error is not None:
+            raise self._error
         if not data:
             return
-        if self.partial_since is None and self.buffered == 0:
-            self.partial_since = now
-        self._last_rx = now
+        self._received += len(data)
+        arrivals = self._arrivals
+        if len(arrivals) < _MAX_ARRIVALS:
+            arrivals.append((self._received, now))
+        else:
+            # Date the new bytes with the newest recorded chunk: a trickling peer cannot grow
+            # this record, and the partial-frame clock can only run early, never late.
+            arrivals[-1] = (self._received, arrivals[-1][1])
         self._buf += data
 
     def next_frame(self) -> bytes | None:
@@ -84,18 +105,19 @@ class StreamDeframer:
         if pos == len(buf):
             buf.clear()
             pos = 0
-            self.partial_since = None
-        else:
-            # What is left arrived with the most recent receive_data call.
-            self.partial_since = self._last_rx
-            if pos >= _COMPACT_AT:
-                del buf[:pos]
-                pos = 0
+        elif pos >= _COMPACT_AT:
+            del buf[:pos]
+            pos = 0
         self._pos = pos
+        self._consumed += length
+        arrivals = self._arrivals
+        while arrivals and arrivals[0][0] <= self._consumed:
+            arrivals.popleft()
         return frame
 
     def _fail(self, error: FrameError) -> FrameError:
         self._error = error
         self._buf.clear()
         self._pos = 0
+        self._arrivals.clear()
         return error
