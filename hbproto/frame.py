@@ -482,11 +482,17 @@ def encode(frame: Frame) -> bytes:
 def _check_for_send(frame: Frame) -> None:
     if not 1 <= frame.mult <= MULT_MAX:
         raise LocalProtocolError(f"detect multiplier {frame.mult} is outside 1..{MULT_MAX}")
-    for name in ("my_id", "your_id", "seq", "timestamp"):
-        value = getattr(frame, name)
-        if not 0 <= value <= ID_MAX:
-            raise LocalProtocolError(f"{name} {value} does not fit in 32 bits")
-    for tlv_type, value in frame.tlvs:
+    if not (
+        0 <= frame.my_id <= ID_MAX
+        and 0 <= frame.your_id <= ID_MAX
+        and 0 <= frame.seq <= ID_MAX
+        and 0 <= frame.timestamp <= ID_MAX
+    ):
+        raise LocalProtocolError(
+            "my_id, your_id, seq and timestamp must fit in 32 bits: "
+            f"{frame.my_id}, {frame.your_id}, {frame.seq}, {frame.timestamp}"
+        )
+    for tlv_type, _ in frame.tlvs:
         if not 0 <= tlv_type <= 0xFF:
             raise LocalProtocolError(f"TLV type {tlv_type} does not fit in 8 bits")
     if frame.size > MAX_FRAME:
