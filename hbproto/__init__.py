@@ -1,9 +1,17 @@
 """hbproto: an application-layer heartbeat protocol.
 
-This package is the sans-IO core: it never touches a socket, a clock or an event loop.
-The wire format lives in :mod:`hbproto.frame`, the TCP de-framer in :mod:`hbproto.stream`.
+This package is the sans-IO core: it never touches a socket, a clock or an event loop. Bytes
+and ``now`` go in; bytes, events and the next deadline come out.
+
+- :class:`Endpoint`: many sessions over one datagram socket (UDP).
+- :class:`Connection`: one session over a byte stream (TCP).
+- :mod:`hbproto.frame`: the wire format; :mod:`hbproto.state`: the state table;
+  :mod:`hbproto.timers`: the timer rules; :mod:`hbproto.events`: what the core reports.
 """
 
+from .config import Config
+from .connection import Connection
+from .endpoint import UNCHANGED, Endpoint, Limits
 from .errors import (
     BadChecksum,
     BadLength,
@@ -18,6 +26,23 @@ from .errors import (
     Truncated,
     UnknownFrameType,
 )
+from .events import (
+    ConnectionEnded,
+    DetectedBy,
+    DownReason,
+    Event,
+    LivenessInactive,
+    LocalStall,
+    MessageReceived,
+    Negotiated,
+    ParametersChanged,
+    PeerDown,
+    PeerRestarted,
+    PeerUp,
+    PiggybackReceived,
+    RttSample,
+    SessionClosed,
+)
 from .frame import (
     CloseCode,
     Frame,
@@ -30,15 +55,24 @@ from .frame import (
     encode,
     encode_interval,
 )
+from .session import SessionInfo
 from .stream import StreamDeframer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "UNCHANGED",
     "BadChecksum",
     "BadLength",
     "BadVersion",
     "CloseCode",
+    "Config",
+    "Connection",
+    "ConnectionEnded",
+    "DetectedBy",
+    "DownReason",
+    "Endpoint",
+    "Event",
     "Frame",
     "FrameError",
     "FrameTooLarge",
@@ -46,8 +80,21 @@ __all__ = [
     "HbprotoError",
     "InvalidField",
     "InvalidTlv",
+    "Limits",
+    "LivenessInactive",
     "LocalProtocolError",
+    "LocalStall",
+    "MessageReceived",
+    "Negotiated",
+    "ParametersChanged",
+    "PeerDown",
+    "PeerRestarted",
+    "PeerUp",
+    "PiggybackReceived",
     "RemoteProtocolError",
+    "RttSample",
+    "SessionClosed",
+    "SessionInfo",
     "State",
     "StreamDeframer",
     "Tlv",

@@ -1,0 +1,105 @@
+"""Session parameters, validated, with presets for common paths.
+
+One number matters most: ``interval``, in seconds. Everything else has a default derived from it
+or from the SPEC. Impossible combinations are refused with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import LocalProtocolError
+from .frame import INTERVAL_MAX_US, MULT_MAX
+from .timers import MAX_STRIKES_DEFAULT, MIN_STRIKES
+
+__all__ = ["Config"]
+
+_US = 1_000_000
+
+
+def _to_us(seconds: float | None, name: str, *, zero_ok: bool) -> int | None:
+    if seconds is None:
+        return None
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds):
+        raise LocalProtocolError(f"{name} must be a number of seconds, not {seconds!r}")
+    us = round(seconds * _US)
+    if us == 0 and seconds != 0:
+        raise LocalProtocolError(f"{name}={seconds} s is below the 1 us resolution")
+    if us < 0 or (us == 0 and not zero_ok):
+        raise LocalProtocolError(f"{name} must be positive, not {seconds}")
+    if us > INTERVAL_MAX_US:
+        raise LocalProtocolError(f"{name}={seconds} s exceeds the largest interval, 163820 s")
+    return us
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """What one endpoint asks of its sessions (SPEC 9.1).
+
+    ``interval``: how often this endpoint wants to send (its Desired TX Interval), seconds.
+    ``None`` means "no preference": send at whatever rate the peer requires.
+
+    ``min_rx``: the shortest interval at which this endpoint accepts the peer's heartbeats
+    (its Required Min RX Interval). ``None`` (the default) means no minimum; ``0`` asks the
+    peer to send no periodic heartbeats at all, so this endpoint detects the peer through the
+    ACKs to its own heartbeats.
+
+    ``multiplier``: how many of its own intervals the peer may miss before declaring this
+    endpoint down (1 to 15).
+
+    ``idle_only``: suppress heartbeats while other frames flow [HB-TX-3].
+
+    ``max_strikes``: enforce ``min_rx`` against peers that send too often, closing after this
+    many premature heartbeats in a row [HB-FREQ-1]; ``None`` to not enforce.
+    """
+
+    interval: float | None = 1.0
+    min_rx: float | None = None
+    multiplier: int = 3
+    idle_only: bool = False
+    max_strikes: int | None = MAX_STRIKES_DEFAULT
+
+    def __post_init__(self) -> None:
+        _to_us(self.interval, "interval", zero_ok=False)
+        _to_us(self.min_rx, "min_rx", zero_ok=True)
+        if not isinstance(self.multiplier, int) or not 1 <= self.multiplier <= MULT_MAX:
+            raise LocalProtocolError(f"multiplier must be 1..{MULT_MAX}, not {self.multiplier}")
+        if self.max_strikes is not None and self.max_strikes < MIN_STRIKES:
+            raise LocalProtocolError(
+                f"max_strikes must be at least {MIN_STRIKES} (or None to not enforce)"
+            )
+
+    @property
+    def desired_tx_us(self) -> int | None:
+        return _to_us(self.interval, "interval", zero_ok=False)
+
+    @property
+    def required_rx_us(self) -> int | None:
+        return _to_us(self.min_rx, "min_rx", zero_ok=True)
+
+    # --- Presets ------------------------------------------------------------------------------
+
+    @classmethod
+    def lan(cls) -> Config:
+        """A data-centre or LAN link: 100 ms x 3, down within about 0.3-0.4 s."""
+        return cls(interval=0.1, min_rx=0.01, multiplier=3)
+
+    @classmethod
+    def wan(cls) -> Config:
+        """An Internet path: 1 s x 5, tolerant of loss bursts; down within about 5-6 s."""
+        return cls(interval=1.0, min_rx=0.25, multiplier=5)
+
+    @classmethod
+    def nat_keepalive(cls) -> Config:
+        """Keep UDP NAT bindings alive: 25 s x 3 (bindings commonly expire after 30 s)."""
+        return cls(interval=25.0, min_rx=15.0, multiplier=3, idle_only=True)
+
+    @classmethod
+    def mobile(cls) -> Config:
+        """A phone on battery: 4.5 min, idle-only, and the peer drives (we ask for no probes).
+
+        With ``min_rx=0`` the peer sends nothing periodic; this device heartbeats rarely and
+        detects the peer through the ACKs, so the radio wakes once per interval.
+        """
+        return cls(interval=270.0, min_rx=0, multiplier=2, idle_only=True)

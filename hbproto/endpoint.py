@@ -1,0 +1,372 @@
+"""Many sessions over one datagram socket (the UDP binding, SPEC.md section 11.1), sans-IO.
+
+The shape follows aioquic's ``QuicConnection``: bytes and ``now`` in through
+:meth:`Endpoint.receive_datagram`, datagrams out through :meth:`Endpoint.datagrams_to_send`,
+events out through :meth:`Endpoint.next_event`, and time through :meth:`Endpoint.get_timer`
+(the absolute time the core next needs to run) and :meth:`Endpoint.handle_timer`. The core never
+reads a clock and never raises because of what arrives from the network: bad frames are
+dropped and counted in :attr:`Endpoint.counters` under the SPEC's names.
+
+All sessions share one heap of deadlines. Each session has at most one live entry, placed at or
+before its earliest deadline; when a deadline moves later (every received frame pushes the
+detection timer back) nothing is touched, and the entry is re-pushed when it comes due. An idle
+session therefore costs no work, and :meth:`get_timer` is O(1).
+"""
+
+from __future__ import annotations
+
+import heapq
+import secrets
+from collections import Counter, deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, replace
+from random import Random
+from typing import Any
+
+from .config import Config
+from .errors import FrameError, LocalProtocolError
+from .events import Event, LocalStall, PeerRestarted
+from .frame import PIGGYBACK_MAX, UDP_MAX_FRAME, CloseCode, State, decode, encode_interval
+from .session import Session, SessionInfo
+
+__all__ = ["Endpoint", "Limits"]
+
+Address = Hashable
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what the network can make a responder hold [HB-SES-3], [HB-SEC-3]."""
+
+    max_sessions: int = 1_000_000
+    max_half_open: int = 10_000  # sessions created by a peer that are not yet UP
+    max_per_source: int = 1_000  # sessions per source host (the address without the port)
+    max_frame: int = UDP_MAX_FRAME
+
+
+class _Unchanged:
+    """The type of :data:`UNCHANGED`."""
+
+
+UNCHANGED = _Unchanged()
+"""Default of :meth:`Endpoint.set_parameters` arguments: keep the current value."""
+
+
+def _host(addr: Address) -> Hashable:
+    return addr[0] if isinstance(addr, tuple) and addr else addr
+
+
+class Endpoint:
+    """A sans-IO hbproto endpoint for a datagram transport.
+
+    ``accept``: create sessions for peers that open them (the responder role). ``config`` is
+    the default for every session; :meth:`connect` can override it per session. ``rng`` drives
+    jitter and sequence-number starts (pass a seeded :class:`random.Random` for reproducible
+    tests); ``id_source`` returns candidate session identifiers (default: the ``secrets``
+    module, as [HB-ID-1] recommends).
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        accept: bool = False,
+        limits: Limits | None = None,
+        rng: Random | None = None,
+        id_source: Callable[[], int] | None = None,
+    ) -> None:
+        self.config = config or Config()
+        self.accept = accept
+        self.limits = limits or Limits()
+        self.rng = rng or Random()
+        self._id_source = id_source or (lambda: secrets.randbits(32))
+        self.sessions: dict[int, Session] = {}
+        self.events: deque[Event] = deque()
+        self.counters: Counter[str] = Counter()
+        self._out: list[tuple[bytes, Address]] = []
+        self._heap: list[tuple[float, int, Session]] = []
+        self._tiebreak = 0
+        self._pending_by_remote: dict[tuple[Address, int], Session] = {}
+        self._half_open = 0
+        self._per_source: Counter[Hashable] = Counter()
+        self._up_by_addr: dict[Address, int] = {}
+        self._stall_late = 0.0
+        self._stall_spared = 0
+        self._rate_floor: dict[Address, int] = {}
+
+    # --- Verbs --------------------------------------------------------------------------------
+
+    def connect(self, addr: Address, now: float, config: Config | None = None) -> int:
+        """Open a session to ``addr`` as initiator; returns its handle (local identifier)."""
+        config = config or self.config
+        floor = self._rate_floor.get(addr)
+        desired = config.desired_tx_us
+        if floor is not None and (desired is None or desired < floor):
+            # [HB-FREQ-4]: this peer closed us for sending too often; stay slower.
+            config = replace(config, interval=floor / 1_000_000)
+        session = self._new_session(config, addr, now, initiator=True)
+        self._schedule(session)
+        return session.local_id
+
+    def send(self, session: int, data: bytes, now: float) -> None:
+        """Send an application message in a DATA frame; the session must be UP."""
+        s = self._get(session)
+        s.send_data(bytes(data), now, self.limits.max_frame)
+        self._schedule(s)
+
+    def close(
+        self, session: int, now: float, code: int = CloseCode.SHUTDOWN, text: str | None = None
+    ) -> None:
+        """Close a session with a reason [HB-CLOSE-1]. Closing a closed session does nothing."""
+        s = self._get(session)
+        if not 0 <= code <= 0xFFFFFFFF:
+            raise LocalProtocolError(f"close code {code} does not fit in 32 bits")
+        s.close(code, text, now, linger=True)
+        self._schedule(s)
+
+    def set_parameters(
+        self,
+        session: int,
+        now: float,
+        *,
+        interval: float | _Unchanged | None = UNCHANGED,
+        min_rx: float | _Unchanged | None = UNCHANGED,
+        multiplier: int | None = None,
+    ) -> None:
+        """Change a session's parameters mid-session (a Poll, SPEC 9.4). Omitted ones stay."""
+        s = self._get(session)
+        current = s.config
+        new = replace(
+            current,
+            interval=current.interval if isinstance(interval, _Unchanged) else interval,
+            min_rx=current.min_rx if isinstance(min_rx, _Unchanged) else min_rx,
+            multiplier=s.mult if multiplier is None else multiplier,
+        )
+        s.config = new
+        s.set_parameters(new.desired_tx_us, new.required_rx_us, new.multiplier, now)
+        self._schedule(s)
+
+    def set_piggyback(self, session: int, data: bytes | None) -> None:
+        """Carry ``data`` (at most 128 bytes) in this session's HEARTBEATs from now on."""
+        if data is not None and len(data) > PIGGYBACK_MAX:
+            raise LocalProtocolError(f"piggyback is {len(data)} bytes; at most {PIGGYBACK_MAX}")
+        self._get(session).piggyback = None if data is None else bytes(data)
+
+    def note_activity(self, session: int, now: float) -> None:
+        """Tell an idle-only session that the application sent traffic [HB-TX-3]."""
+        s = self._get(session)
+        if s.config.idle_only and s.next_tx is not None:
+            s.last_tx = now
+            s._schedule_tx(now)
+
+    def snapshot(self, session: int, now: float) -> SessionInfo:
+        """State, RTT, last seen, misses, suspicion and negotiated values of one session."""
+        return self._get(session).info(now)
+
+    # --- Input --------------------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Process one datagram. Invalid input is dropped and counted; this never raises."""
+        try:
+            frame = decode(data, self.limits.max_frame)
+        except FrameError as exc:
+            self.counters[exc.reason] += 1
+            return
+        your_id = frame.your_id
+        if your_id:
+            session = self.sessions.get(your_id)  # [HB-SES-1]
+            if session is None:
+                self.counters["unknown_session"] += 1
+                return
+        else:
+            session = self._pending_by_remote.get((addr, frame.my_id))  # [HB-SES-2]
+            if session is None:
+                session = self._accept(frame.my_id, addr, now)
+                if session is None:
+                    return
+                session.receive(frame, addr, now, len(data))
+                if session.rx_top is None:
+                    self._delete(session)  # the frame failed a session check: keep nothing
+                    return
+                # [HB-SES-4]: a session the network created must come up within its
+                # (slow-start) detection time.
+                session.expire_at = now + (session.dt_us or 1_000_000) / 1_000_000
+                self._schedule(session)
+                return
+        session.receive(frame, addr, now, len(data))
+        self._schedule(session)
+
+    def _accept(self, remote_id: int, addr: Address, now: float) -> Session | None:
+        limits = self.limits
+        if not self.accept:
+            self.counters["unknown_session"] += 1
+            return None
+        source = _host(addr)
+        if (
+            len(self.sessions) >= limits.max_sessions
+            or self._half_open >= limits.max_half_open
+            or self._per_source[source] >= limits.max_per_source
+        ):
+            self.counters["unknown_session"] += 1
+            self.counters["refused"] += 1
+            return None
+        session = self._new_session(self.config, addr, now, initiator=False)
+        session.remote_id = remote_id
+        self._pending_by_remote[(addr, remote_id)] = session
+        self._half_open += 1
+        self._per_source[source] += 1
+        return session
+
+    # --- Output and time ----------------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Datagrams to send now, as ``(data, address)`` pairs. Runs any timer already due."""
+        timer = self.get_timer()
+        if timer is not None and timer <= now:
+            self.handle_timer(now)
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> Event | None:
+        """The next event, or ``None`` when there are none."""
+        return self.events.popleft() if self.events else None
+
+    def get_timer(self) -> float | None:
+        """The absolute time at which :meth:`handle_timer` must next be called, or ``None``."""
+        heap = self._heap
+        while heap:
+            at, _, session = heap[0]
+            if session.heap_at == at and session.local_id in self.sessions:
+                return at
+            heapq.heappop(heap)  # superseded entry
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Run every deadline that is due at ``now``."""
+        heap = self._heap
+        sessions = self.sessions
+        while heap and heap[0][0] <= now:
+            at, _, session = heapq.heappop(heap)
+            if session.heap_at != at or sessions.get(session.local_id) is not session:
+                continue
+            session.heap_at = float("inf")
+            if session.expire_at is not None and now >= session.expire_at:
+                self._expire(session, now)
+                if sessions.get(session.local_id) is not session:
+                    continue
+            session.on_timer(now)
+            self._schedule(session)
+        self._flush_stall()
+
+    # --- Internals ----------------------------------------------------------------------------
+
+    def _get(self, session: int) -> Session:
+        try:
+            return self.sessions[session]
+        except KeyError:
+            raise LocalProtocolError(f"no session {session:#010x}") from None
+
+    def _new_id(self) -> int:
+        for _ in range(64):
+            candidate = self._id_source() & 0xFFFFFFFF
+            if candidate and candidate not in self.sessions:  # [HB-ID-1]
+                return candidate
+        raise LocalProtocolError("the identifier source keeps returning identifiers in use")
+
+    def _new_session(
+        self, config: Config, addr: Address, now: float, *, initiator: bool
+    ) -> Session:
+        if len(self.sessions) >= self.limits.max_sessions and initiator:
+            raise LocalProtocolError(f"endpoint already holds {len(self.sessions)} sessions")
+        session = Session(self, config, self._new_id(), addr, now, initiator=initiator)
+        self.sessions[session.local_id] = session
+        return session
+
+    def _schedule(self, session: Session) -> None:
+        at = session.deadline()
+        if at < session.heap_at:
+            session.heap_at = at
+            self._tiebreak += 1
+            heapq.heappush(self._heap, (at, self._tiebreak, session))
+
+    def _transmit(self, session: Session, data: bytes, addr: Any) -> None:
+        self._out.append((data, addr))
+
+    def _session_up(self, session: Session) -> None:
+        key = (session.addr, session.remote_id)
+        if not session.initiator and self._pending_by_remote.get(key) is session:
+            del self._pending_by_remote[key]
+            self._half_open -= 1
+        replaced = session.replaces
+        if replaced is not None:
+            old_id, old_remote = replaced
+            session.replaces = None
+            if old_remote != session.remote_id:
+                self.events.append(
+                    PeerRestarted(session.local_id, old_id, old_remote, session.remote_id)
+                )
+        if not session.initiator:
+            # [HB-SM-6]: a new session from the address of an existing one means a restart.
+            previous = self._up_by_addr.get(session.addr)
+            old = self.sessions.get(previous) if previous is not None else None
+            if old is not None and old is not session and old.remote_id != session.remote_id:
+                self.events.append(
+                    PeerRestarted(session.local_id, old.local_id, old.remote_id, session.remote_id)
+                )
+                self._delete(old)
+            self._up_by_addr[session.addr] = session.local_id
+
+    def _too_frequent(self, session: Session, floor_us: int) -> None:
+        self._rate_floor[session.addr] = max(floor_us, self._rate_floor.get(session.addr, 0))
+
+    def _stalled(self, session: Session, late_by: float) -> None:
+        self._stall_late = max(self._stall_late, late_by)
+        self._stall_spared += 1
+
+    def _flush_stall(self) -> None:
+        if self._stall_spared:
+            self.events.append(LocalStall(self._stall_late, self._stall_spared))
+            self.counters["stall_spared"] += self._stall_spared
+            self._stall_late, self._stall_spared = 0.0, 0
+
+    def _expire(self, session: Session, now: float) -> None:
+        state = session.state
+        if state is State.DOWN and session.initiator and session.was_up:
+            self._replace(session, now)  # [HB-SM-8]
+        elif state is State.UP:
+            session.expire_at = None
+        else:
+            if state is not State.CLOSED:
+                self.counters["expired"] += 1
+            self._delete(session)
+
+    def _replace(self, old: Session, now: float) -> None:
+        new = self._new_session(old.config, old.addr, now, initiator=True)
+        new.replaces = (old.local_id, old.remote_id)
+        new.piggyback = old.piggyback
+        if (old.d_adv, old.r_adv) != (new.d_adv, new.r_adv) or old.mult != new.mult:
+            new.d_adv = new.d_eff = old.d_adv
+            new.r_adv = new.r_eff = old.r_adv
+            new.d_code, new.r_code = encode_interval(old.d_adv), encode_interval(old.r_adv)
+            new.mult = old.mult
+            new._renegotiate()
+        self._delete(old)
+        self._schedule(new)
+
+    def _delete(self, session: Session) -> None:
+        sessions = self.sessions
+        if sessions.get(session.local_id) is not session:
+            return
+        del sessions[session.local_id]
+        key = (session.addr, session.remote_id)
+        if self._pending_by_remote.get(key) is session:
+            del self._pending_by_remote[key]
+            if not session.initiator:
+                self._half_open -= 1
+        if not session.initiator:
+            source = _host(session.addr)
+            self._per_source[source] -= 1
+            if self._per_source[source] <= 0:
+                del self._per_source[source]
+        if self._up_by_addr.get(session.addr) == session.local_id:
+            del self._up_by_addr[session.addr]
