@@ -52,6 +52,10 @@ class Config:
 
     ``max_strikes``: enforce ``min_rx`` against peers that send too often, closing after this
     many premature heartbeats in a row [HB-FREQ-1]; ``None`` to not enforce.
+
+    ``handshake_timeout``: HANDSHAKE_TIMEOUT of SPEC 8.2, seconds: how long a session may take to
+    come up before a responder drops it, and after which an initiator reports that nothing
+    answers and starts backing off [HB-SES-4], [HB-TX-7].
     """
 
     interval: float | None = 1.0
@@ -59,12 +63,20 @@ class Config:
     multiplier: int = 3
     idle_only: bool = False
     max_strikes: int | None = MAX_STRIKES_DEFAULT
+    handshake_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         _to_us(self.interval, "interval", zero_ok=False)
         _to_us(self.min_rx, "min_rx", zero_ok=True)
         if not isinstance(self.multiplier, int) or not 1 <= self.multiplier <= MULT_MAX:
             raise LocalProtocolError(f"multiplier must be 1..{MULT_MAX}, not {self.multiplier}")
+        if not isinstance(self.handshake_timeout, int | float) or not (
+            math.isfinite(self.handshake_timeout) and self.handshake_timeout > 0
+        ):
+            raise LocalProtocolError(
+                f"handshake_timeout must be a positive number of seconds, not "
+                f"{self.handshake_timeout!r}"
+            )
         if self.max_strikes is not None and self.max_strikes < MIN_STRIKES:
             raise LocalProtocolError(
                 f"max_strikes must be at least {MIN_STRIKES} (or None to not enforce)"

@@ -58,15 +58,19 @@ class Connection:
         self.max_frame = max_frame
         self.rate_floor_us: int | None = None
         self.ended = False
+        self.ends_on_down = True
         self._out = bytearray()
         self._deframer = StreamDeframer(max_frame)
         local_id = 0
         source = id_source or (lambda: secrets.randbits(32))
         while not local_id:
             local_id = source() & 0xFFFFFFFF
-        self.session = Session(self, self.config, local_id, None, now, initiator=initiator)
-        # [HB-TCP-6]: the session must come up within its (slow-start) detection time.
-        self._handshake_deadline: float | None = now + self._slow_detection() / _US
+        # A stream needs no address verification: TCP's own handshake did that.
+        self.session = Session(
+            self, self.config, local_id, None, now, initiator=initiator, verified=True
+        )
+        # [HB-TCP-11]: the session must come up within min(DetectionTime, HANDSHAKE_TIMEOUT).
+        self._handshake_deadline: float | None = now + self.config.handshake_timeout
 
     @property
     def session_id(self) -> int:
@@ -74,7 +78,7 @@ class Connection:
 
     def _slow_detection(self) -> int:
         s = self.session
-        return (s.remote_mult or s.mult) * max(s.exp_us or 0, 1_000_000)
+        return (s.remote_mult or 3) * max(s.exp_us or 0, 1_000_000)
 
     # --- Verbs --------------------------------------------------------------------------------
 
@@ -221,7 +225,7 @@ class Connection:
             self._handshake_deadline = None
         elif self._handshake_deadline is not None and session.remote_mult:
             self._handshake_deadline = min(
-                self._handshake_deadline, now + self._slow_detection() / _US
+                self._handshake_deadline, session.last_tx + self._slow_detection() / _US
             )
         if state is State.CLOSED:
             self._end(None)
@@ -232,7 +236,9 @@ class Connection:
                 DownReason.DETECTION_TIMEOUT,
             )
             code = (
-                CloseCode.TIMEOUT if reason is DownReason.DETECTION_TIMEOUT else CloseCode.SHUTDOWN
+                CloseCode.TIMEOUT
+                if reason is DownReason.DETECTION_TIMEOUT
+                else CloseCode.UNSPECIFIED
             )
             session.close(code, None, now, linger=False)
             self._end(reason)
@@ -247,8 +253,11 @@ class Connection:
     def _transmit(self, session: Session, data: bytes, addr: Any) -> None:
         self._out += data
 
-    def _session_up(self, session: Session) -> None:
+    def _session_up(self, session: Session, now: float) -> None:
         pass  # one session per connection: nothing to correlate here
+
+    def _verified(self, session: Session) -> None:
+        pass  # a stream is verified from the start
 
     def _stalled(self, session: Session, late_by: float) -> None:
         self.events.append(LocalStall(late_by, 1))

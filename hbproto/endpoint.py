@@ -25,7 +25,7 @@ from typing import Any
 
 from .config import Config
 from .errors import FrameError, LocalProtocolError
-from .events import Event, LocalStall, PeerRestarted
+from .events import DetectedBy, DownReason, Event, LocalStall, PeerDown, PeerRestarted
 from .frame import PIGGYBACK_MAX, UDP_MAX_FRAME, CloseCode, State, decode, encode_interval
 from .session import Session, SessionInfo
 
@@ -86,7 +86,12 @@ class Endpoint:
         self._out: list[tuple[bytes, Address]] = []
         self._heap: list[tuple[float, int, Session]] = []
         self._tiebreak = 0
+        self.ends_on_down = False
+        # Sessions a frame with Your Identifier 0 may still belong to [HB-SES-2]: those whose
+        # address the peer has not yet verified, by (address, remote id), and initiators that
+        # have not yet learned a remote identifier, by address.
         self._pending_by_remote: dict[tuple[Address, int], Session] = {}
+        self._unbound: dict[Address, Session] = {}
         self._half_open = 0
         self._per_source: Counter[Hashable] = Counter()
         self._up_by_addr: dict[Address, int] = {}
@@ -105,6 +110,8 @@ class Endpoint:
             # [HB-FREQ-4]: this peer closed us for sending too often; stay slower.
             config = replace(config, interval=floor / 1_000_000)
         session = self._new_session(config, addr, now, initiator=True)
+        self._unbound.setdefault(addr, session)
+        session.expire_at = now + config.handshake_timeout  # [HB-TX-7]
         self._schedule(session)
         return session.local_id
 
@@ -181,19 +188,27 @@ class Endpoint:
         else:
             session = self._pending_by_remote.get((addr, frame.my_id))  # [HB-SES-2]
             if session is None:
-                session = self._accept(frame.my_id, addr, now)
-                if session is None:
+                session = self._unbound.pop(addr, None)  # a simultaneous open
+                if session is not None and session.remote_id == 0:
+                    self._pending_by_remote[(addr, frame.my_id)] = session
+                else:
+                    session = self._accept(frame.my_id, addr, now)
+                    if session is None:
+                        return
+                    session.receive(frame, addr, now, len(data))
+                    if session.rx_top is None:
+                        self._delete(session)  # failed a session check: keep nothing [HB-SES-6]
+                        return
+                    # [HB-SES-4]: come up within min(DetectionTime, HANDSHAKE_TIMEOUT).
+                    limit = min(
+                        (session.dt_us or 1_000_000) / 1_000_000, session.config.handshake_timeout
+                    )
+                    session.expire_at = now + limit
+                    self._schedule(session)
                     return
-                session.receive(frame, addr, now, len(data))
-                if session.rx_top is None:
-                    self._delete(session)  # the frame failed a session check: keep nothing
-                    return
-                # [HB-SES-4]: a session the network created must come up within its
-                # (slow-start) detection time.
-                session.expire_at = now + (session.dt_us or 1_000_000) / 1_000_000
-                self._schedule(session)
-                return
         session.receive(frame, addr, now, len(data))
+        if session.remote_id and self._unbound.get(session.addr) is session:
+            del self._unbound[session.addr]
         self._schedule(session)
 
     def _accept(self, remote_id: int, addr: Address, now: float) -> Session | None:
@@ -213,6 +228,7 @@ class Endpoint:
         session = self._new_session(self.config, addr, now, initiator=False)
         session.remote_id = remote_id
         self._pending_by_remote[(addr, remote_id)] = session
+        session.counted_half_open = True
         self._half_open += 1
         self._per_source[source] += 1
         return session
@@ -292,10 +308,16 @@ class Endpoint:
     def _transmit(self, session: Session, data: bytes, addr: Any) -> None:
         self._out.append((data, addr))
 
-    def _session_up(self, session: Session) -> None:
+    def _verified(self, session: Session) -> None:
         key = (session.addr, session.remote_id)
-        if not session.initiator and self._pending_by_remote.get(key) is session:
+        if self._pending_by_remote.get(key) is session:
             del self._pending_by_remote[key]
+        if self._unbound.get(session.addr) is session:
+            del self._unbound[session.addr]
+
+    def _session_up(self, session: Session, now: float) -> None:
+        if not session.initiator and session.counted_half_open:
+            session.counted_half_open = False
             self._half_open -= 1
         replaced = session.replaces
         if replaced is not None:
@@ -309,12 +331,24 @@ class Endpoint:
             # [HB-SM-6]: a new session from the address of an existing one means a restart.
             previous = self._up_by_addr.get(session.addr)
             old = self.sessions.get(previous) if previous is not None else None
-            if old is not None and old is not session and old.remote_id != session.remote_id:
+            if (
+                old is not None
+                and old is not session
+                and old.remote_id != session.remote_id
+                and self._silent(old, now)
+            ):
                 self.events.append(
                     PeerRestarted(session.local_id, old.local_id, old.remote_id, session.remote_id)
                 )
                 self._delete(old)
             self._up_by_addr[session.addr] = session.local_id
+
+    @staticmethod
+    def _silent(session: Session, now: float) -> bool:
+        """[HB-SM-6]: only a session that has stopped hearing its peer can have been replaced."""
+        if session.last_rx is None or session.exp_us is None:
+            return True
+        return now - session.last_rx >= session.exp_us / 1_000_000
 
     def _too_frequent(self, session: Session, floor_us: int) -> None:
         self._rate_floor[session.addr] = max(floor_us, self._rate_floor.get(session.addr, 0))
@@ -333,6 +367,19 @@ class Endpoint:
         state = session.state
         if state is State.DOWN and session.initiator and session.was_up:
             self._replace(session, now)  # [HB-SM-8]
+        elif session.initiator and not session.was_up and state is not State.CLOSED:
+            # [HB-TX-7]: nothing (or no UP) from the peer within HANDSHAKE_TIMEOUT.
+            if session.last_rx is None:
+                self.events.append(
+                    PeerDown(
+                        session.local_id,
+                        DownReason.HANDSHAKE_TIMEOUT,
+                        DetectedBy.LOCAL,
+                        now - session.last_tx,
+                        None,
+                    )
+                )
+            session.handshake_overdue(now)
         elif state is State.UP:
             session.expire_at = None
         else:
@@ -342,6 +389,8 @@ class Endpoint:
 
     def _replace(self, old: Session, now: float) -> None:
         new = self._new_session(old.config, old.addr, now, initiator=True)
+        self._unbound.setdefault(new.addr, new)
+        new.expire_at = now + new.config.handshake_timeout
         new.replaces = (old.local_id, old.remote_id)
         new.piggyback = old.piggyback
         if (old.d_adv, old.r_adv) != (new.d_adv, new.r_adv) or old.mult != new.mult:
@@ -361,8 +410,10 @@ class Endpoint:
         key = (session.addr, session.remote_id)
         if self._pending_by_remote.get(key) is session:
             del self._pending_by_remote[key]
-            if not session.initiator:
-                self._half_open -= 1
+        if self._unbound.get(session.addr) is session:
+            del self._unbound[session.addr]
+        if session.counted_half_open:
+            self._half_open -= 1
         if not session.initiator:
             source = _host(session.addr)
             self._per_source[source] -= 1

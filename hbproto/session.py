@@ -3,13 +3,13 @@
 A :class:`Session` is driven by its owner (an :class:`~hbproto.endpoint.Endpoint` for UDP, a
 :class:`~hbproto.connection.Connection` for a byte stream). The owner decodes frames, finds the
 session (SPEC 8.2, checks V-1 to V-9), and calls :meth:`Session.receive`; it calls
-:meth:`Session.on_timer` when :meth:`Session.deadline` has passed. The session writes frames
-and events through the owner. State changes go through :mod:`hbproto.state`, timer arithmetic
-through :mod:`hbproto.timers`.
+:meth:`Session.on_timer` when :meth:`Session.deadline` has passed and handles ``expire_at``
+itself. The session writes frames and events through the owner. State changes go through
+:mod:`hbproto.state`, timer arithmetic through :mod:`hbproto.timers`.
 
 Times are floats in the caller's clock (seconds); intervals are integer microseconds, as on the
-wire. Sessions are numerous (100,000 in one endpoint is a design point), so the class keeps
-its state in slots and derives what it can.
+wire. Sessions are numerous (100,000 in one endpoint is a design point), so the class keeps its
+state in slots and derives what it can.
 """
 
 from __future__ import annotations
@@ -49,8 +49,13 @@ from .frame import (
 )
 from .state import LocalEvent, on_local, on_receive
 from .timers import (
-    ACK_OUTSTANDING,
+    ACK_WINDOW,
+    BACKOFF_CAP_US,
+    DEFAULT_INTERVAL_US,
+    DEFAULT_REMOTE_MULT,
+    MAX_EXEMPT,
     REPLAY_WINDOW,
+    SLOW_START_INTERVAL_US,
     detection_time_us,
     expected_remote_us,
     interarrival_seed,
@@ -67,19 +72,16 @@ if TYPE_CHECKING:
 
     from .config import Config
 
-__all__ = ["Session", "SessionInfo"]
+__all__ = ["Owner", "Session", "SessionInfo"]
 
 _MASK32 = 0xFFFFFFFF
 _HALF32 = 1 << 31
 _WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
+_ACK_MASK = (1 << ACK_WINDOW) - 1
 _US = 1_000_000
 _CLOSED, _DOWN, _INIT, _UP = State.CLOSED, State.DOWN, State.INIT, State.UP
-_HEARTBEAT, _ACK, _DATA, _CLOSE = (
-    FrameType.HEARTBEAT,
-    FrameType.ACK,
-    FrameType.DATA,
-    FrameType.CLOSE,
-)
+_HEARTBEAT, _ACK = FrameType.HEARTBEAT, FrameType.ACK
+_DATA, _CLOSE = FrameType.DATA, FrameType.CLOSE
 
 
 class Owner(Protocol):
@@ -88,16 +90,18 @@ class Owner(Protocol):
     rng: Random
     events: deque[Event]
     counters: Counter[str]
+    ends_on_down: bool  # a byte stream ends when its session leaves UP [HB-TCP-6]
 
     def _transmit(self, session: Session, data: bytes, addr: Any) -> None: ...
-    def _session_up(self, session: Session) -> None: ...
+    def _session_up(self, session: Session, now: float) -> None: ...
+    def _verified(self, session: Session) -> None: ...
     def _stalled(self, session: Session, late_by: float) -> None: ...
     def _too_frequent(self, session: Session, floor_us: int) -> None: ...
 
 
 @dataclass(slots=True)
 class SessionInfo:
-    """A snapshot of one session, for monitoring (``Endpoint.snapshot``)."""
+    """A snapshot of one session, for monitoring."""
 
     session: int
     remote_id: int
@@ -122,9 +126,13 @@ class Session:
         "_ia_mean",
         "_ia_var",
         "_pending",
+        "ack_mask",
+        "ack_top",
         "addr",
+        "backoff",
         "close_code",
         "config",
+        "counted_half_open",
         "d_adv",
         "d_code",
         "d_eff",
@@ -141,10 +149,11 @@ class Session:
         "local_id",
         "mult",
         "next_tx",
-        "outstanding",
         "owner",
+        "peer_up",
         "piggyback",
         "poll_seq",
+        "probe",
         "r_adv",
         "r_code",
         "r_eff",
@@ -159,9 +168,11 @@ class Session:
         "srtt",
         "state",
         "strikes",
+        "trig",
         "ts_offset",
         "tx_seq",
         "tx_us",
+        "verified",
         "was_up",
     )
 
@@ -174,6 +185,7 @@ class Session:
         now: float,
         *,
         initiator: bool,
+        verified: bool = False,
     ) -> None:
         rng = owner.rng
         self.owner = owner
@@ -182,8 +194,11 @@ class Session:
         self.remote_id = 0
         self.addr = addr
         self.initiator = initiator
+        # [HB-HB-4]: a session the network created is silent until the peer echoes our id.
+        self.verified = verified
         self.state = _DOWN
         self.was_up = False
+        self.peer_up = False  # a current frame with Sta UP arrived since we went UP [HB-DET-8]
         self.replaces: tuple[int, int] | None = None  # (old session, old remote id) [HB-SM-8]
         # Our parameters: advertised, and in effect (they differ during a poll, [HB-POLL-4]).
         self.d_adv = self.d_eff = config.desired_tx_us
@@ -193,7 +208,7 @@ class Session:
         self.mult = config.multiplier
         self.poll_seq: int | None = None
         self._pending: tuple[int | None, int | None] | None = None
-        # The peer's parameters, from its most recent valid frame.
+        # The peer's parameters, from its most recent current frame; 0 = not heard yet.
         self.remote_d: int | None = None
         self.remote_r: int | None = None
         self.remote_mult = 0
@@ -201,23 +216,29 @@ class Session:
         self.tx_us: int | None = None
         self.exp_us: int | None = None
         self.dt_us: int | None = None
-        # Sequence numbers [HB-SEQ-1..4] and outstanding HEARTBEATs [HB-ACK-5].
+        # Sequence numbers [HB-SEQ-1..4]; unacknowledged HEARTBEATs [HB-ACK-5] as a bitmap
+        # over our recent sequence numbers (bit i: tx_seq - 1 - i).
         self.tx_seq = rng.getrandbits(32)
         self.ts_offset = rng.getrandbits(32)  # [HB-SEC-5]
         self.rx_top: int | None = None
         self.rx_mask = 0
-        self.outstanding: list[int] | None = None
+        self.ack_mask = 0
+        self.ack_top: int | None = None  # the newest HEARTBEAT an applied ACK answered
         # Timers (absolute times) and their bookkeeping.
         self.last_rx: float | None = None
         self.last_tx = now
-        self.next_tx: float | None = now if initiator else None  # [HB-TX-5]
+        self.next_tx: float | None = None
         self.detect_at: float | None = None
         self.expire_at: float | None = None
         self.heap_at = float("inf")  # owned by the endpoint's timer heap
-        # Too-frequent protection [HB-FREQ-1].
+        self.backoff = 0  # doublings of the slow-start interval [HB-TX-7]
+        # Too-frequent protection [HB-FREQ-1], [HB-FREQ-6]: (window start, exempt count).
         self.last_hb_rx: float | None = None
         self.last_hb_sig = 0
         self.strikes = 0
+        self.trig: tuple[float, int] = (now, 0)
+        # An address being verified after a NAT rebinding [HB-UDP-8]: (address, seq, sent at).
+        self.probe: tuple[Any, int, float] | None = None
         # RTT [HB-RTT-2] and suspicion [HB-DET-7].
         self.srtt: float | None = None
         self.rttvar = 0.0
@@ -225,7 +246,10 @@ class Session:
         self._ia_var = 0.0
         self.piggyback: bytes | None = None
         self.close_code = 0
+        self.counted_half_open = False  # owned by the endpoint's acceptance limits
         self._renegotiate()
+        if initiator:
+            self.next_tx = now  # [HB-TX-5]
 
     # --- Derived values ---------------------------------------------------------------------
 
@@ -235,20 +259,21 @@ class Session:
             None if self.exp_us is None else self.exp_us / _US,
             None if self.dt_us is None else self.dt_us / _US,
             self.mult,
-            self.remote_mult,
+            self.remote_mult or DEFAULT_REMOTE_MULT,
         )
 
     def _renegotiate(self) -> bool:
         """Recompute TxInterval, ExpectedRemote and DetectionTime; True if any changed."""
         tx = tx_interval_us(self.d_eff, self.remote_r)
         exp = expected_remote_us(self.remote_d, self.r_eff, tx)
-        dt = detection_time_us(self.remote_mult or 1, exp, self.state is _UP)
+        slow = not (self.state is _UP and self.peer_up)
+        dt = detection_time_us(self.remote_mult or DEFAULT_REMOTE_MULT, exp, slow)
         changed = (tx, exp, dt) != (self.tx_us, self.exp_us, self.dt_us)
         self.tx_us, self.exp_us, self.dt_us = tx, exp, dt
         return changed
 
     def deadline(self) -> float:
-        """The earliest time this session needs :meth:`on_timer`; ``inf`` if none."""
+        """The earliest time this session needs its owner's attention; ``inf`` if none."""
         earliest = float("inf")
         for t in (self.next_tx, self.detect_at, self.expire_at):
             if t is not None and t < earliest:
@@ -256,46 +281,62 @@ class Session:
         return earliest
 
     def _periodic_us(self) -> int | None:
-        """The interval used to schedule periodic HEARTBEATs, with slow start [HB-TX-2]."""
+        """The interval between periodic HEARTBEATs now, or ``None`` for none [HB-TX-1..2]."""
+        if not (self.verified or self.initiator):
+            return None  # [HB-HB-4]
         tx = self.tx_us
-        if tx is None:
-            return None
-        return tx if self.state is _UP else max(tx, 1_000_000)
+        if self.state is _UP:
+            if tx is not None:
+                return tx
+            if self.poll_seq is not None:  # [HB-POLL-7]: repeat the poll even so
+                return max(self.d_eff or DEFAULT_INTERVAL_US, SLOW_START_INTERVAL_US)
+            return None  # the peer asked for no periodic HEARTBEATs [HB-NEG-1]
+        slow = min(SLOW_START_INTERVAL_US << self.backoff, BACKOFF_CAP_US)
+        base = tx if tx is not None else (self.d_eff or DEFAULT_INTERVAL_US)
+        return max(base, slow)  # slow start, whatever the remote R [HB-TX-2]
 
-    def _schedule_tx(self, now: float) -> None:
+    def _schedule_tx(self, start: float) -> None:
+        """Schedule the next periodic HEARTBEAT ``J x T`` after ``start`` [HB-TX-1]."""
         period = self._periodic_us()
         self.next_tx = (
             None
             if period is None
-            else now + jitter_factor(self.owner.rng, self.mult) * period / _US
+            else start + jitter_factor(self.owner.rng, self.mult) * period / _US
         )
 
     def _rearm_detection(self) -> None:
-        """[HB-DET-1]/[HB-DET-5]: detection runs in INIT and UP, from the last valid frame."""
+        """[HB-DET-1], [HB-DET-5]: detection runs in INIT and UP, from the last valid frame."""
         if self.state in (_INIT, _UP) and self.dt_us is not None and self.last_rx is not None:
             self.detect_at = self.last_rx + self.dt_us / _US
         else:
             self.detect_at = None
+
+    def _timers_changed(self) -> None:
+        """Re-derive the negotiated values; re-arm what depends on them [HB-TX-6], [HB-DET-5]."""
+        changed = self._renegotiate()
+        self._rearm_detection()
+        if self.state is not _CLOSED:
+            self._schedule_tx(self.last_tx)
+        if changed and self.state is _UP:
+            self.owner.events.append(ParametersChanged(self.local_id, self.negotiated()))
 
     # --- Sending ------------------------------------------------------------------------------
 
     def _timestamp(self, now: float) -> int:
         return (int(now * _US) + self.ts_offset) & _MASK32
 
-    def _next_seq(self) -> int:
+    def _next_seq(self, *, heartbeat: bool) -> int:
         seq = self.tx_seq
         self.tx_seq = (seq + 1) & _MASK32
+        self.ack_mask = ((self.ack_mask << 1) | heartbeat) & _ACK_MASK
         return seq
 
-    def _sent(self, data: bytes, now: float, *, heartbeat: bool) -> None:
-        self.owner._transmit(self, data, self.addr)
-        if heartbeat or self.config.idle_only:  # [HB-TX-1], [HB-TX-3]
-            self.last_tx = now
-            self._schedule_tx(now)
+    def _may_trigger(self) -> bool:
+        return (self.verified or self.initiator) and not self.owner.ends_on_down
 
-    def send_heartbeat(self, now: float) -> None:
-        """Send a HEARTBEAT now (periodic or triggered)."""
-        seq = self._next_seq()
+    def send_heartbeat(self, now: float, addr: Any = None, *, periodic: bool = True) -> int:
+        """Send a HEARTBEAT now; returns its sequence number."""
+        seq = self._next_seq(heartbeat=True)
         tlvs = b"" if self.piggyback is None else pack_tlv(TlvType.PAYLOAD, self.piggyback)
         data = pack(
             _HEARTBEAT,
@@ -311,16 +352,18 @@ class Session:
             self.r_code,
             tlvs,
         )
-        out = self.outstanding
-        if out is None:
-            self.outstanding = [seq]
-        else:
-            out.append(seq)
-            if len(out) > ACK_OUTSTANDING:
-                del out[0]
-        self._sent(data, now, heartbeat=True)
+        self.owner._transmit(self, data, self.addr if addr is None else addr)
+        if periodic:
+            self.last_tx = now
+            self._schedule_tx(now)
+        return seq
 
-    def _send_ack(self, frame: Frame, now: float) -> None:
+    def _sent_other(self, now: float) -> None:
+        if self.config.idle_only and self.next_tx is not None:  # [HB-TX-3]
+            self.last_tx = now
+            self._schedule_tx(now)
+
+    def _send_ack(self, frame: Frame, addr: Any, now: float) -> None:
         data = pack(
             _ACK,
             self.state,
@@ -334,7 +377,8 @@ class Session:
             self.d_code,
             self.r_code,
         )
-        self._sent(data, now, heartbeat=False)
+        self.owner._transmit(self, data, addr)  # [HB-UDP-4]: to where the HEARTBEAT came from
+        self._sent_other(now)
 
     def send_data(self, payload: bytes, now: float, max_frame: int) -> None:
         """Send one application message in a DATA frame [HB-DATA-1], [HB-DATA-4]."""
@@ -354,15 +398,16 @@ class Session:
             self.mult,
             self.local_id,
             self.remote_id,
-            self._next_seq(),
+            self._next_seq(heartbeat=False),
             self._timestamp(now),
             self.d_code,
             self.r_code,
             pack_tlv(TlvType.PAYLOAD, payload),
         )
-        self._sent(data, now, heartbeat=False)
+        self.owner._transmit(self, data, self.addr)
+        self._sent_other(now)
 
-    def _close_frame(self, code: int, text: str | None, now: float, limit: int | None) -> bytes:
+    def _close_frame(self, code: int, text: str | None, limit: int | None) -> bytes:
         tlvs = b""
         if text:
             raw = text.encode("utf-8")[:CLOSE_TEXT_MAX].decode("utf-8", "ignore").encode("utf-8")
@@ -377,7 +422,7 @@ class Session:
             self.mult,
             self.local_id,
             self.remote_id,
-            self._next_seq(),
+            self._next_seq(heartbeat=False),
             code,
             self.d_code,
             self.r_code,
@@ -389,12 +434,12 @@ class Session:
         if self.state is _CLOSED:
             return
         self.state = on_local(self.state, LocalEvent.CLOSE)
-        if self.remote_id:
-            self.owner._transmit(self, self._close_frame(code, text, now, None), self.addr)
+        if self.remote_id and (self.verified or self.initiator):
+            self.owner._transmit(self, self._close_frame(code, text, None), self.addr)
         self.close_code = code
         self.next_tx = self.detect_at = None
         # Linger for a detection time to answer stragglers with CLOSE [HB-CLOSE-2].
-        self.expire_at = now + (self.dt_us or 1_000_000) / _US if linger else now
+        self.expire_at = now + (self.dt_us or SLOW_START_INTERVAL_US) / _US if linger else now
         self.owner.events.append(SessionClosed(self.local_id, code, text, by_peer=False))
 
     # --- Changing parameters [HB-POLL-*] ------------------------------------------------------
@@ -404,20 +449,21 @@ class Session:
     ) -> None:
         if self.state is _CLOSED:
             raise LocalProtocolError("the session is closed")
-        changed = mult != self.mult or (desired_tx, required_rx) != (self.d_adv, self.r_adv)
-        if not changed:
+        intervals_changed = (desired_tx, required_rx) != (self.d_adv, self.r_adv)
+        if mult == self.mult and not intervals_changed:
             return
         self.mult = mult  # [HB-POLL-5]: no poll; the peer applies it on receipt
-        if (desired_tx, required_rx) != (self.d_adv, self.r_adv):
-            if self.state is not _UP:
+        if intervals_changed:
+            if self.state is not _UP:  # [HB-POLL-8]
                 self._adopt(desired_tx, required_rx)
                 self.d_eff, self.r_eff = desired_tx, required_rx
             elif self.poll_seq is not None:
                 self._pending = (desired_tx, required_rx)  # [HB-POLL-2]
             else:
                 self._start_poll(desired_tx, required_rx)
-        self._after_parameter_change(now)
-        self.send_heartbeat(now)  # a frame whose contents changed goes out at once
+        self._timers_changed()
+        if self._may_trigger():
+            self.send_heartbeat(now)  # a frame whose contents changed goes out at once
 
     def _adopt(self, d: int | None, r: int | None) -> None:
         self.d_adv, self.r_adv = d, r
@@ -436,29 +482,13 @@ class Session:
     def _end_poll(self, now: float) -> None:
         self.poll_seq = None
         self.d_eff, self.r_eff = self.d_adv, self.r_adv
-        self._after_parameter_change(now)
-        if self._pending is not None:
-            d, r = self._pending
-            self._pending = None
-            if (d, r) != (self.d_adv, self.r_adv):
-                self._start_poll(d, r)
-                self._after_parameter_change(now)
-                self.send_heartbeat(now)
-
-    def _after_parameter_change(self, now: float) -> None:
-        if self._renegotiate():
-            self._rearm_detection()
-            if self.next_tx is not None:
-                period = self._periodic_us()
-                self.next_tx = (
-                    None
-                    if period is None
-                    else self.last_tx + jitter_factor(self.owner.rng, self.mult) * period / _US
-                )
-            elif self.tx_us is not None and self.state is not _CLOSED:
-                self._schedule_tx(now)
-            if self.state is _UP:
-                self.owner.events.append(ParametersChanged(self.local_id, self.negotiated()))
+        pending, self._pending = self._pending, None
+        if pending is not None and pending != (self.d_adv, self.r_adv):
+            self._start_poll(*pending)
+            self._timers_changed()
+            self.send_heartbeat(now)
+        else:
+            self._timers_changed()
 
     # --- Receiving ----------------------------------------------------------------------------
 
@@ -484,15 +514,17 @@ class Session:
         self.rx_mask |= bit
         return 1
 
-    def _take_outstanding(self, seq: int) -> bool:
-        """[HB-ACK-5]: is ``seq`` an unacknowledged HEARTBEAT of ours? Consumes it if so."""
-        out = self.outstanding
-        if out is None or seq not in out:
-            return False
-        out.remove(seq)
-        if not out:
-            self.outstanding = None
-        return True
+    def _accept_ack(self, seq: int) -> int:
+        """[HB-ACK-5]: 0 to discard, 1 to accept, 2 to accept as current [HB-SM-1]."""
+        back = (self.tx_seq - 1 - seq) & _MASK32
+        if back >= ACK_WINDOW or not (self.ack_mask >> back) & 1:
+            return 0
+        self.ack_mask &= ~(1 << back)
+        top = self.ack_top
+        if top is None or 0 < ((seq - top) & _MASK32) < _HALF32:
+            self.ack_top = seq
+            return 2
+        return 1
 
     def receive(self, frame: Frame, addr: Any, now: float, size: int) -> None:
         """Process a frame that passed checks V-1 to V-9 for this session."""
@@ -500,36 +532,36 @@ class Session:
         ftype = frame.type
         if self.state is _CLOSED:  # V-14
             counters["closed_session"] += 1
-            if ftype is not _CLOSE and self.remote_id:
-                self.owner._transmit(
-                    self, self._close_frame(self.close_code, None, now, size), addr
-                )
+            if ftype in (_HEARTBEAT, _DATA) and self.remote_id:  # never a CLOSE or an ACK
+                self.owner._transmit(self, self._close_frame(self.close_code, None, size), addr)
             return
         if self.remote_id and frame.my_id != self.remote_id:  # V-10
             counters["wrong_peer"] += 1
             return
-        if frame.auth is not None:  # V-11: this endpoint has no keys configured
+        if frame.auth is not None:  # V-11: this endpoint's policy is no authentication
             counters["auth_unexpected"] += 1
             return
         if ftype is _ACK:  # V-13
-            if not self._take_outstanding(frame.seq):
+            verdict = self._accept_ack(frame.seq)
+            if not verdict:
                 counters["unsolicited_ack"] += 1
                 return
-            newest = False
         else:  # V-12
             verdict = self._accept_seq(frame.seq)
             if not verdict:
                 counters["replay"] += 1
                 return
-            newest = verdict == 2
         # The frame is valid.
         if not self.remote_id:
             self.remote_id = frame.my_id  # [HB-SES-5]
-        if newest:
-            self.addr = addr  # [HB-UDP-5]
-        self._on_valid(frame, addr, now)
+        if frame.your_id == self.local_id and not self.verified:
+            self.verified = True  # the peer has heard us at this address [HB-HB-4]
+            self.owner._verified(self)
+            if self.next_tx is None and self.state is not _CLOSED:
+                self._schedule_tx(now)
+        self._on_valid(frame, addr, now, current=verdict == 2 or ftype is _CLOSE)
 
-    def _on_valid(self, frame: Frame, addr: Any, now: float) -> None:
+    def _on_valid(self, frame: Frame, addr: Any, now: float, *, current: bool) -> None:
         ftype = frame.type
         events = self.owner.events
         # Proof of life [HB-DET-1] and the suspicion statistics.
@@ -538,81 +570,99 @@ class Session:
                 self._ia_mean, self._ia_var, now - self.last_rx
             )
         self.last_rx = now
-        # The peer's parameters apply at once [HB-POLL-3].
-        params_changed = (frame.desired_tx, frame.required_rx, frame.mult) != (
-            self.remote_d,
-            self.remote_r,
-            self.remote_mult,
-        )
-        if params_changed:
-            first = self.remote_mult == 0
-            self.remote_d, self.remote_r, self.remote_mult = (
-                frame.desired_tx,
-                frame.required_rx,
-                frame.mult,
-            )
-            if self._renegotiate():
-                if self.exp_us is not None and first:
-                    self._ia_mean, self._ia_var = interarrival_seed(self.exp_us / _US)
-                self._reschedule_after_remote_change(now)
-                if self.state is _UP and not first:
-                    events.append(ParametersChanged(self.local_id, self.negotiated()))
-        # The state machine runs on every valid frame before its contents [HB-SM-1].
+        self.backoff = 0
         old = self.state
-        new = on_receive(old, frame.state)
-        if new is not old:
-            self._transition(old, new, frame, now)
-            if self.state is _CLOSED:
-                return
+        if current:  # only current frames carry the peer's state and parameters [HB-SM-9]
+            if addr != self.addr and self.verified:
+                self._rebinding(addr, now)
+            self._take_remote_parameters(frame)
+            if frame.state is _UP and old is _UP and not self.peer_up:
+                self.peer_up = True  # [HB-DET-8]: the slow-start floor ends
+                self._timers_changed()
+            new = on_receive(old, frame.state)
+            if new is not old:
+                self._transition(old, new, frame, now)
+                if self.state is _CLOSED:
+                    return
         self._rearm_detection()
         if ftype is _HEARTBEAT:
             if frame.payload is not None:
                 events.append(PiggybackReceived(self.local_id, frame.payload))
-            if self._premature(frame, now):
+            if current and self._premature(frame, now):
                 return  # [HB-FREQ-3]: valid and proof of life, but not answered
-            self._send_ack(frame, now)
+            self._send_ack(frame, addr, now)
         elif ftype is _ACK:
-            sample = (((int(now * _US) + self.ts_offset) - frame.timestamp) & _MASK32) / _US
-            self.srtt, self.rttvar = rtt_update(self.srtt, self.rttvar, sample)
-            events.append(RttSample(self.local_id, sample, self.srtt, self.rttvar))
-            if frame.payload is not None:
-                events.append(PiggybackReceived(self.local_id, frame.payload))
-            if (
-                frame.final
-                and self.poll_seq is not None
-                and ((frame.seq - self.poll_seq) & _MASK32) < _HALF32
-            ):
-                self._end_poll(now)
+            self._on_ack(frame, addr, now)
         elif ftype is _DATA:
             payload = frame.payload
             if self.state is _UP and payload is not None:
                 events.append(MessageReceived(self.local_id, payload))
             else:
                 self.owner.counters["data_not_up"] += 1  # [HB-DATA-2]
-        if new is not old and ftype is not _HEARTBEAT and self.state is not _CLOSED:
+        if self.state is not old and ftype is not _HEARTBEAT and self._may_trigger():
             self.send_heartbeat(now)  # [HB-HB-2]: tell the peer our new state at once
 
-    def _reschedule_after_remote_change(self, now: float) -> None:
-        period = self._periodic_us()
-        if period is None:
-            self.next_tx = None
-        elif self.next_tx is None:
-            self._schedule_tx(now)
-        else:
-            # [HB-TX-4]: a longer interval applies to the pending HEARTBEAT too.
-            self.next_tx = self.last_tx + jitter_factor(self.owner.rng, self.mult) * period / _US
+    def _on_ack(self, frame: Frame, addr: Any, now: float) -> None:
+        events = self.owner.events
+        sample = (((int(now * _US) + self.ts_offset) - frame.timestamp) & _MASK32) / _US
+        self.srtt, self.rttvar = rtt_update(self.srtt, self.rttvar, sample)
+        events.append(RttSample(self.local_id, sample, self.srtt, self.rttvar))
+        if frame.payload is not None:
+            events.append(PiggybackReceived(self.local_id, frame.payload))
+        probe = self.probe
+        if probe is not None and addr == probe[0] and ((frame.seq - probe[1]) & _MASK32) < _HALF32:
+            self.addr, self.probe = addr, None  # the new address answers [HB-UDP-8]
+        poll_seq = self.poll_seq
+        if frame.final and poll_seq is not None and ((frame.seq - poll_seq) & _MASK32) < _HALF32:
+            self._end_poll(now)  # [HB-POLL-1], [HB-ACK-6]
+
+    def _rebinding(self, addr: Any, now: float) -> None:
+        """A current frame from a new address: verify it before moving there [HB-UDP-8]."""
+        probe = self.probe
+        if (
+            probe is not None
+            and probe[0] == addr
+            and self.exp_us is not None
+            and now - probe[2] < self.exp_us / _US
+        ):
+            return  # at most one probe per ExpectedRemote
+        seq = self.send_heartbeat(now, addr, periodic=False)
+        self.probe = (addr, seq, now)
+
+    def _take_remote_parameters(self, frame: Frame) -> None:
+        first = self.remote_mult == 0
+        if (frame.desired_tx, frame.required_rx, frame.mult) == (
+            self.remote_d,
+            self.remote_r,
+            self.remote_mult,
+        ):
+            return
+        self.remote_d, self.remote_r, self.remote_mult = (
+            frame.desired_tx,
+            frame.required_rx,
+            frame.mult,
+        )
+        self._timers_changed()
+        if first and self.exp_us is not None:
+            self._ia_mean, self._ia_var = interarrival_seed(self.exp_us / _US)
 
     def _premature(self, frame: Frame, now: float) -> bool:
-        """Track strikes [HB-FREQ-1]; True if the HEARTBEAT is premature."""
+        """Track strikes [HB-FREQ-1], [HB-FREQ-6]; True if the HEARTBEAT is premature."""
         sig = hash((frame.state, frame.poll, frame.mult, frame.desired_tx, frame.required_rx))
         last = self.last_hb_rx
         self.last_hb_rx = now
-        triggered = sig != self.last_hb_sig
+        exempt = last is None or sig != self.last_hb_sig
         self.last_hb_sig = sig
-        if last is None or triggered or self.state is not _UP:
+        exp = self.exp_us
+        if exempt:
+            start, count = self.trig
+            if exp is None or now - start >= exp / _US:
+                start, count = now, 0
+            self.trig = (start, count + 1)
+            exempt = count < MAX_EXEMPT
+        if exempt or last is None or self.state is not _UP or self.poll_seq is not None:
             return False
-        expected = None if self.r_eff == 0 else self.exp_us
-        if not is_premature((now - last) * _US, expected):
+        if not is_premature((now - last) * _US, None if self.r_eff == 0 else exp):
             self.strikes = 0
             return False
         max_strikes = self.config.max_strikes
@@ -622,14 +672,17 @@ class Session:
         self.owner.counters["premature"] += 1
         if self.strikes >= max_strikes:
             self.close(
-                CloseCode.TOO_FREQUENT, "heartbeats more often than min_rx allows", now, linger=True
+                CloseCode.TOO_FREQUENT,
+                "heartbeats more often than min_rx allows",
+                now,
+                linger=True,
             )
         return True
 
     def _transition(self, old: State, new: State, frame: Frame, now: float) -> None:
         events = self.owner.events
         self.state = new
-        if new is _CLOSED:  # a CLOSE from the peer [HB-CLOSE-3]
+        if new is _CLOSED:  # a CLOSE from the peer [HB-CLOSE-3]: no linger
             self.next_tx = self.detect_at = None
             self.expire_at = now
             events.append(
@@ -637,15 +690,16 @@ class Session:
             )
             if frame.close_code == CloseCode.TOO_FREQUENT:
                 # [HB-FREQ-4]: back off to twice our rate, or the peer's minimum if larger.
-                floor = max(2 * (self.tx_us or 0), frame.required_rx or 0)
+                floor = max(2 * (self.tx_us or self.d_eff or 0), frame.required_rx or 0)
                 self.owner._too_frequent(self, floor)
             return
-        self._renegotiate()  # DetectionTime loses its slow-start floor at UP, regains it after
         if new is _UP:
             self.expire_at = None
+            self.peer_up = frame.state is _UP
             again = self.was_up
             self.was_up = True
-            self._schedule_tx(now)  # leave the slow-start schedule
+            self._renegotiate()
+            self._schedule_tx(now)  # leave the slow-start pace [HB-TX-6]
             events.append(
                 PeerUp(
                     self.local_id,
@@ -656,9 +710,11 @@ class Session:
                 )
             )
             if self.tx_us is None and self.exp_us is None:
-                events.append(LivenessInactive(self.local_id))
-            self.owner._session_up(self)
-        elif old is _UP:  # UP -> DOWN: the peer says it lost us [HB-SM-4]
+                events.append(LivenessInactive(self.local_id))  # [HB-NEG-3]
+            self.owner._session_up(self, now)
+            return
+        self._renegotiate()
+        if old is _UP:  # UP -> DOWN: the peer says it lost us [HB-SM-4]
             events.append(
                 PeerDown(
                     self.local_id,
@@ -671,19 +727,25 @@ class Session:
             self._went_down(now)
 
     def _went_down(self, now: float) -> None:
+        # Polls exist only while UP [HB-POLL-8]: adopt whatever was in flight or queued.
         self.poll_seq = None
+        if self._pending is not None:
+            self._adopt(*self._pending)
+            self._pending = None
+        self.d_eff, self.r_eff = self.d_adv, self.r_adv
+        self.peer_up = False
         self.strikes = 0
         self.last_hb_rx = None
+        self._renegotiate()
         self._schedule_tx(now)  # back to the slow-start pace
         # If the session does not come back within a (slow-start) detection time, the owner
         # replaces it (an initiator, [HB-SM-8]) or deletes it (a responder, [HB-SES-4]).
-        dt = detection_time_us(self.remote_mult or 1, self.exp_us, False) or 1_000_000
-        self.expire_at = now + dt / _US
+        self.expire_at = now + (self.dt_us or SLOW_START_INTERVAL_US) / _US
 
     # --- Timers -------------------------------------------------------------------------------
 
     def on_timer(self, now: float) -> None:
-        """Run whatever is due at ``now``. The owner handles ``expire_at`` itself."""
+        """Run whatever is due at ``now`` (the owner handles ``expire_at`` itself)."""
         detect_at = self.detect_at
         if detect_at is not None and now >= detect_at:
             exp = self.exp_us
@@ -703,7 +765,6 @@ class Session:
         silent = 0.0 if self.last_rx is None else now - self.last_rx
         dt = None if self.dt_us is None else self.dt_us / _US
         self.detect_at = None
-        self._renegotiate()
         if old is _UP:
             self.owner.events.append(
                 PeerDown(self.local_id, DownReason.DETECTION_TIMEOUT, DetectedBy.LOCAL, silent, dt)
@@ -711,7 +772,14 @@ class Session:
         else:
             self.owner.counters["handshake_timeout"] += 1
         self._went_down(now)
-        self.send_heartbeat(now)  # the triggered HEARTBEAT with Sta DOWN
+        if self._may_trigger():
+            self.send_heartbeat(now)  # the triggered HEARTBEAT with Sta DOWN
+
+    def handshake_overdue(self, now: float) -> None:
+        """No valid frame for a HANDSHAKE_TIMEOUT since opening: back off [HB-TX-7]."""
+        if (SLOW_START_INTERVAL_US << self.backoff) < BACKOFF_CAP_US:
+            self.backoff += 1
+        self.expire_at = now + self.config.handshake_timeout
 
     # --- Monitoring ---------------------------------------------------------------------------
 

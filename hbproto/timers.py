@@ -11,8 +11,11 @@ import math
 from random import Random
 
 __all__ = [
-    "ACK_OUTSTANDING",
+    "ACK_WINDOW",
+    "BACKOFF_CAP_US",
     "DEFAULT_INTERVAL_US",
+    "DEFAULT_REMOTE_MULT",
+    "MAX_EXEMPT",
     "MAX_STRIKES_DEFAULT",
     "REPLAY_WINDOW",
     "SLOW_START_INTERVAL_US",
@@ -30,15 +33,18 @@ __all__ = [
 DEFAULT_INTERVAL_US = 1_000_000  # [HB-NEG-1] when neither side states a rate
 SLOW_START_INTERVAL_US = 1_000_000  # [HB-TX-2] floor on the periodic interval before UP
 REPLAY_WINDOW = 64  # [HB-SEQ-3]
-ACK_OUTSTANDING = 16  # [HB-ACK-5]
+ACK_WINDOW = 1024  # [HB-ACK-5]: how far back an ACK may reach, in our sequence numbers
+BACKOFF_CAP_US = 60_000_000  # [HB-TX-7]
+DEFAULT_REMOTE_MULT = 3  # [HB-NEG-6]
+MAX_EXEMPT = 2  # [HB-FREQ-6]
 MAX_STRIKES_DEFAULT = 3  # [HB-FREQ-1]
 MIN_STRIKES = 2
 
 
 def tx_interval_us(local_d: int | None, remote_r: int | None) -> int | None:
-    """This endpoint's TxInterval, or ``None`` if the peer asked for no periodic frames."""
+    """TxInterval once UP [HB-NEG-1]; ``None`` if the peer asked for no periodic HEARTBEATs."""
     if remote_r == 0:
-        return None  # [HB-NEG-1]
+        return None
     return max(local_d or 0, remote_r or 0) or DEFAULT_INTERVAL_US
 
 
@@ -47,15 +53,19 @@ def expected_remote_us(
 ) -> int | None:
     """The longest gap expected between the peer's frames [HB-NEG-2]; ``None``: no detection."""
     if local_r == 0:
-        return local_tx  # the peer only answers our heartbeats; None if we send none either
+        # The peer only answers our HEARTBEATs; allow a quarter for jitter and RTT changes.
+        # None when we send nothing periodic either [HB-NEG-3].
+        return None if local_tx is None else local_tx * 5 // 4
     return max(remote_d or 0, local_r or 0) or DEFAULT_INTERVAL_US
 
 
-def detection_time_us(remote_mult: int, expected_remote: int | None, up: bool) -> int | None:
-    """DetectionTime (SPEC 9.3), with the slow-start floor while the session is not UP."""
+def detection_time_us(
+    remote_mult: int, expected_remote: int | None, slow_start: bool
+) -> int | None:
+    """DetectionTime [HB-DET-8], with the slow-start floor while ``slow_start`` holds."""
     if expected_remote is None:
         return None
-    if not up:
+    if slow_start:
         expected_remote = max(expected_remote, SLOW_START_INTERVAL_US)
     return remote_mult * expected_remote
 

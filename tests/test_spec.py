@@ -102,7 +102,7 @@ def test_appendix_auth_example() -> None:
     appendix = _section("## Appendix A. Test vectors")
     blocks = re.findall(r"```\n([0-9a-f]+)\n```", appendix)
     full = next(bytes.fromhex(b) for b in blocks if len(b) == 96)
-    mac_input = next(bytes.fromhex(b) for b in blocks if len(b) == 56 and b.endswith("07"))
+    mac_input = next(bytes.fromhex(b) for b in blocks if len(b) == 56 and b.endswith("1107"))
     frame = decode(full)
     auth = frame.auth
     assert auth is not None
@@ -114,6 +114,17 @@ def test_appendix_auth_example() -> None:
     assert expected.hex() in appendix
     assert frame.tlvs[-1].type == TlvType.AUTH
     assert struct.unpack(">I", full[-4:])[0] == zlib.crc32(full[:-4])
+
+
+def test_appendix_invalid_frames_are_rejected_with_the_named_counter() -> None:
+    table = _section("## Appendix A. Test vectors")
+    rows = re.findall(r"^\| [^|]+ \| `([0-9a-f]+)` \| `([a-z_]+)` \|$", table, re.MULTILINE)
+    assert len(rows) >= 6
+    for hexdata, counter in rows:
+        for decoder in (decode, schema_decode):
+            with pytest.raises(errors.FrameError) as caught:
+                decoder(bytes.fromhex(hexdata))
+            assert caught.value.reason == counter, hexdata
 
 
 def test_crc_check_value() -> None:
