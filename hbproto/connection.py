@@ -196,8 +196,13 @@ class Connection:
         since = self._deframer.partial_since
         if since is None:
             return None
-        dt = self.session.dt_us if self.session.state is State.UP else self._slow_detection()
-        return since + (dt or self._slow_detection()) / _US
+        session = self.session
+        limit = self.config.handshake_timeout * _US
+        if session.state is State.UP:
+            dt = limit if session.dt_us is None else session.dt_us  # [HB-TCP-4]
+        else:
+            dt = min(self._slow_detection(), limit)
+        return since + dt / _US
 
     def handle_timer(self, now: float) -> None:
         if self.ended:

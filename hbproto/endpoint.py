@@ -229,6 +229,7 @@ class Endpoint:
         session.remote_id = remote_id
         self._pending_by_remote[(addr, remote_id)] = session
         session.counted_half_open = True
+        session.source = source
         self._half_open += 1
         self._per_source[source] += 1
         return session
@@ -369,7 +370,7 @@ class Endpoint:
             self._replace(session, now)  # [HB-SM-8]
         elif session.initiator and not session.was_up and state is not State.CLOSED:
             # [HB-TX-7]: nothing (or no UP) from the peer within HANDSHAKE_TIMEOUT.
-            if session.last_rx is None:
+            if session.handshake_overdue(now) and session.last_rx is None:
                 self.events.append(
                     PeerDown(
                         session.local_id,
@@ -379,7 +380,6 @@ class Endpoint:
                         None,
                     )
                 )
-            session.handshake_overdue(now)
         elif state is State.UP:
             session.expire_at = None
         else:
@@ -414,8 +414,8 @@ class Endpoint:
             del self._unbound[session.addr]
         if session.counted_half_open:
             self._half_open -= 1
-        if not session.initiator:
-            source = _host(session.addr)
+        source = session.source  # the host it was counted under, wherever it moved since
+        if source is not None:
             self._per_source[source] -= 1
             if self._per_source[source] <= 0:
                 del self._per_source[source]

@@ -140,11 +140,13 @@ class Session:
         "dt_us",
         "exp_us",
         "expire_at",
+        "freq_d",
         "heap_at",
         "initiator",
         "last_hb_rx",
         "last_hb_sig",
         "last_rx",
+        "last_strike",
         "last_tx",
         "local_id",
         "mult",
@@ -165,6 +167,7 @@ class Session:
         "rttvar",
         "rx_mask",
         "rx_top",
+        "source",
         "srtt",
         "state",
         "strikes",
@@ -236,7 +239,9 @@ class Session:
         self.last_hb_rx: float | None = None
         self.last_hb_sig = 0
         self.strikes = 0
+        self.last_strike = float("-inf")
         self.trig: tuple[float, int] = (now, 0)
+        self.freq_d: int | None = None  # the peer's D as judged [HB-FREQ-6]; None: no preference
         # An address being verified after a NAT rebinding [HB-UDP-8]: (address, seq, sent at).
         self.probe: tuple[Any, int, float] | None = None
         # RTT [HB-RTT-2] and suspicion [HB-DET-7].
@@ -246,7 +251,8 @@ class Session:
         self._ia_var = 0.0
         self.piggyback: bytes | None = None
         self.close_code = 0
-        self.counted_half_open = False  # owned by the endpoint's acceptance limits
+        self.counted_half_open = False  # these two belong to the endpoint's acceptance limits
+        self.source: Any = None
         self._renegotiate()
         if initiator:
             self.next_tx = now  # [HB-TX-5]
@@ -332,7 +338,7 @@ class Session:
         return seq
 
     def _may_trigger(self) -> bool:
-        return (self.verified or self.initiator) and not self.owner.ends_on_down
+        return self.verified or self.initiator
 
     def send_heartbeat(self, now: float, addr: Any = None, *, periodic: bool = True) -> int:
         """Send a HEARTBEAT now; returns its sequence number."""
@@ -575,7 +581,8 @@ class Session:
         if current:  # only current frames carry the peer's state and parameters [HB-SM-9]
             if addr != self.addr and self.verified:
                 self._rebinding(addr, now)
-            self._take_remote_parameters(frame)
+            if ftype is not _CLOSE:  # a CLOSE's values matter only to [HB-FREQ-4]
+                self._take_remote_parameters(frame)
             if frame.state is _UP and old is _UP and not self.peer_up:
                 self.peer_up = True  # [HB-DET-8]: the slow-start floor ends
                 self._timers_changed()
@@ -599,7 +606,12 @@ class Session:
                 events.append(MessageReceived(self.local_id, payload))
             else:
                 self.owner.counters["data_not_up"] += 1  # [HB-DATA-2]
-        if self.state is not old and ftype is not _HEARTBEAT and self._may_trigger():
+        if (
+            self.state is not old
+            and ftype is not _HEARTBEAT
+            and self._may_trigger()
+            and not (self.state is _DOWN and self.owner.ends_on_down)  # a CLOSE instead
+        ):
             self.send_heartbeat(now)  # [HB-HB-2]: tell the peer our new state at once
 
     def _on_ack(self, frame: Frame, addr: Any, now: float) -> None:
@@ -653,23 +665,32 @@ class Session:
         self.last_hb_rx = now
         exempt = last is None or sig != self.last_hb_sig
         self.last_hb_sig = sig
-        exp = self.exp_us
+        if not frame.poll or last is None:
+            self.freq_d = frame.desired_tx  # while the peer polls, judge by its old pace
+        judged = (
+            None if self.r_eff == 0 else expected_remote_us(self.freq_d, self.r_eff, self.tx_us)
+        )
         if exempt:
             start, count = self.trig
-            if exp is None or now - start >= exp / _US:
+            if judged is None or now - start >= judged / _US:
                 start, count = now, 0
             self.trig = (start, count + 1)
             exempt = count < MAX_EXEMPT
-        if exempt or last is None or self.state is not _UP or self.poll_seq is not None:
+        if last is None or self.state is not _UP or self.poll_seq is not None:
             return False
-        if not is_premature((now - last) * _US, None if self.r_eff == 0 else exp):
-            self.strikes = 0
+        if exempt or not is_premature((now - last) * _US, judged):
+            self.strikes = 0  # [HB-FREQ-2]: not premature
             return False
         max_strikes = self.config.max_strikes
         if max_strikes is None:
             return False
+        counters = self.owner.counters
+        counters["premature"] += 1
+        if judged is not None and now - self.last_strike < judged / _US / 2:
+            return True  # [HB-FREQ-7]: one burst, one strike
+        self.last_strike = now
         self.strikes += 1
-        self.owner.counters["premature"] += 1
+        counters["strikes"] += 1
         if self.strikes >= max_strikes:
             self.close(
                 CloseCode.TOO_FREQUENT,
@@ -772,14 +793,17 @@ class Session:
         else:
             self.owner.counters["handshake_timeout"] += 1
         self._went_down(now)
-        if self._may_trigger():
+        if self._may_trigger() and not self.owner.ends_on_down:  # a stream sends a CLOSE
             self.send_heartbeat(now)  # the triggered HEARTBEAT with Sta DOWN
 
-    def handshake_overdue(self, now: float) -> None:
-        """No valid frame for a HANDSHAKE_TIMEOUT since opening: back off [HB-TX-7]."""
+    def handshake_overdue(self, now: float) -> bool:
+        """No valid frame for a HANDSHAKE_TIMEOUT: back off [HB-TX-7]. True the first time."""
+        first = self.backoff == 0
         if (SLOW_START_INTERVAL_US << self.backoff) < BACKOFF_CAP_US:
             self.backoff += 1
+            self._schedule_tx(self.last_tx)  # [HB-TX-6]: the pending HEARTBEAT too
         self.expire_at = now + self.config.handshake_timeout
+        return first
 
     # --- Monitoring ---------------------------------------------------------------------------
 
