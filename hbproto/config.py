@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .errors import LocalProtocolError
 from .frame import INTERVAL_MAX_US, MULT_MAX
@@ -18,6 +19,7 @@ __all__ = ["Config"]
 _US = 1_000_000
 
 
+@lru_cache(maxsize=1024)  # configurations repeat; sessions then share the resulting ints
 def _to_us(seconds: float | None, name: str, *, zero_ok: bool) -> int | None:
     if seconds is None:
         return None

@@ -59,6 +59,7 @@ class Connection:
         self.rate_floor_us: int | None = None
         self.ended = False
         self.ends_on_down = True
+        self.ts_secret = self.rng.getrandbits(32)
         self._out = bytearray()
         self._deframer = StreamDeframer(max_frame)
         local_id = 0

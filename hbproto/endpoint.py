@@ -10,13 +10,18 @@ dropped and counted in :attr:`Endpoint.counters` under the SPEC's names.
 All sessions share one heap of deadlines. Each session has at most one live entry, placed at or
 before its earliest deadline; when a deadline moves later (every received frame pushes the
 detection timer back) nothing is touched, and the entry is re-pushed when it comes due. An idle
-session therefore costs no work, and :meth:`get_timer` is O(1).
+session therefore costs no work, and :meth:`get_timer` is O(1). Entries are ``(time, session
+identifier)`` pairs, which the garbage collector does not need to track.
+
+A routine HEARTBEAT (the steady state of every session) takes a fast path that builds no
+:class:`~hbproto.frame.Frame`; see :meth:`~hbproto.session.Session.fast_heartbeat`.
 """
 
 from __future__ import annotations
 
 import heapq
 import secrets
+import struct
 from collections import Counter, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
@@ -29,9 +34,11 @@ from .events import DetectedBy, DownReason, Event, LocalStall, PeerDown, PeerRes
 from .frame import PIGGYBACK_MAX, UDP_MAX_FRAME, CloseCode, State, decode, encode_interval
 from .session import Session, SessionInfo
 
-__all__ = ["Endpoint", "Limits"]
+__all__ = ["UNCHANGED", "Endpoint", "Limits"]
 
 Address = Hashable
+_YOUR_ID = struct.Struct(">I")
+_BARE_HEARTBEAT_START = 0x11  # version 1, HEARTBEAT
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +91,8 @@ class Endpoint:
         self.events: deque[Event] = deque()
         self.counters: Counter[str] = Counter()
         self._out: list[tuple[bytes, Address]] = []
-        self._heap: list[tuple[float, int, Session]] = []
-        self._tiebreak = 0
+        self._heap: list[tuple[float, int]] = []
+        self.ts_secret = self.rng.getrandbits(32)
         self.ends_on_down = False
         # Sessions a frame with Your Identifier 0 may still belong to [HB-SES-2]: those whose
         # address the peer has not yet verified, by (address, remote id), and initiators that
@@ -174,6 +181,10 @@ class Endpoint:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Process one datagram. Invalid input is dropped and counted; this never raises."""
+        if len(data) == 28 and data[0] == _BARE_HEARTBEAT_START:
+            fast = self.sessions.get(_YOUR_ID.unpack_from(data, 8)[0])
+            if fast is not None and fast.fast_heartbeat(data, addr, now):
+                return  # only later deadlines moved: the heap needs nothing
         try:
             frame = decode(data, self.limits.max_frame)
         except FrameError as exc:
@@ -251,9 +262,11 @@ class Endpoint:
     def get_timer(self) -> float | None:
         """The absolute time at which :meth:`handle_timer` must next be called, or ``None``."""
         heap = self._heap
+        sessions = self.sessions
         while heap:
-            at, _, session = heap[0]
-            if session.heap_at == at and session.local_id in self.sessions:
+            at, local_id = heap[0]
+            session = sessions.get(local_id)
+            if session is not None and session.heap_at == at:
                 return at
             heapq.heappop(heap)  # superseded entry
         return None
@@ -263,8 +276,9 @@ class Endpoint:
         heap = self._heap
         sessions = self.sessions
         while heap and heap[0][0] <= now:
-            at, _, session = heapq.heappop(heap)
-            if session.heap_at != at or sessions.get(session.local_id) is not session:
+            at, local_id = heapq.heappop(heap)
+            session = sessions.get(local_id)
+            if session is None or session.heap_at != at:
                 continue
             session.heap_at = float("inf")
             if session.expire_at is not None and now >= session.expire_at:
@@ -303,8 +317,7 @@ class Endpoint:
         at = session.deadline()
         if at < session.heap_at:
             session.heap_at = at
-            self._tiebreak += 1
-            heapq.heappush(self._heap, (at, self._tiebreak, session))
+            heapq.heappush(self._heap, (at, session.local_id))
 
     def _transmit(self, session: Session, data: bytes, addr: Any) -> None:
         self._out.append((data, addr))
@@ -388,6 +401,7 @@ class Endpoint:
             self._delete(session)
 
     def _replace(self, old: Session, now: float) -> None:
+        self._delete(old)  # first, so that the replacement always has room
         new = self._new_session(old.config, old.addr, now, initiator=True)
         self._unbound.setdefault(new.addr, new)
         new.expire_at = now + new.config.handshake_timeout
@@ -399,7 +413,6 @@ class Endpoint:
             new.d_code, new.r_code = encode_interval(old.d_adv), encode_interval(old.r_adv)
             new.mult = old.mult
             new._renegotiate()
-        self._delete(old)
         self._schedule(new)
 
     def _delete(self, session: Session) -> None:

@@ -16,6 +16,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import construct as cs
@@ -57,6 +58,7 @@ __all__ = [
     "decode_interval",
     "encode",
     "encode_interval",
+    "heartbeat_key",
     "pack",
     "pack_tlv",
     "schema_decode",
@@ -134,6 +136,7 @@ def decode_interval(code: int) -> int | None:
     return (code & _COUNT_MAX) * _UNIT_US[code >> 14]
 
 
+@lru_cache(maxsize=4096)  # sessions share a handful of values; cached codes are shared ints
 def encode_interval(us: int | None) -> int:
     """The canonical code for ``us`` microseconds, rounding up to the next representable value.
 
@@ -241,6 +244,8 @@ _POLL_SHIFT, _ = _BITS["poll"]
 _FINAL_SHIFT, _ = _BITS["final"]
 _MULT_SHIFT, _MULT_MASK = _BITS["mult"]
 _CRC = struct.Struct(">I")
+# Every code decoded once: decoding is a lookup, and equal intervals are one shared object.
+_INTERVALS: tuple[int | None, ...] = tuple(decode_interval(code) for code in range(0x10000))
 _TLV_HEAD = struct.Struct(">BH")
 _FRAME_TYPES = {t.value: t for t in FrameType}
 _STATES = tuple(State)
@@ -422,8 +427,8 @@ def decode(data: bytes, max_size: int = MAX_FRAME) -> Frame:
         your_id,
         seq,
         ts,
-        None if tx_code == NO_PREFERENCE_CODE else (tx_code & _COUNT_MAX) * _UNIT_US[tx_code >> 14],
-        None if rx_code == NO_PREFERENCE_CODE else (rx_code & _COUNT_MAX) * _UNIT_US[rx_code >> 14],
+        _INTERVALS[tx_code],
+        _INTERVALS[rx_code],
         (head >> _MULT_SHIFT) & _MULT_MASK,
         bool((head >> _POLL_SHIFT) & 1),
         bool((head >> _FINAL_SHIFT) & 1),
@@ -543,6 +548,37 @@ def pack(  # noqa: PLR0917 - positional on purpose: this is the per-frame hot pa
     if tlvs:
         body += tlvs
     return body + _CRC.pack(zlib.crc32(body))
+
+
+@lru_cache(maxsize=4096)
+def _heartbeat_key(  # noqa: PLR0917 - positional: it is an lru_cache key
+    ftype: int, state: int, poll: bool, final: bool, mult: int, tx: int | None, rx: int | None
+) -> int:
+    head = (
+        (VERSION << _VER_SHIFT)
+        | (ftype << _TYPE_SHIFT)
+        | (state << _STATE_SHIFT)
+        | (poll << _POLL_SHIFT)
+        | (final << _FINAL_SHIFT)
+        | (mult << _MULT_SHIFT)
+    )
+    return (head << 32) | (encode_interval(tx) << 16) | encode_interval(rx)
+
+
+def heartbeat_key(frame: Frame) -> int:
+    """What a HEARTBEAT says about its sender, as one int: the first two bytes of the fixed part
+    (version, type, Sta, P, F, Mult) and both interval codes, canonically encoded. Equal keys
+    mean equal state and parameters; the core compares raw bytes against it on its fast path.
+    Cached, so that sessions whose peers say the same thing share one int."""
+    return _heartbeat_key(
+        frame.type,
+        frame.state,
+        frame.poll,
+        frame.final,
+        frame.mult,
+        frame.desired_tx,
+        frame.required_rx,
+    )
 
 
 def pack_tlv(tlv_type: int, value: bytes) -> bytes:

@@ -14,6 +14,8 @@ state in slots and derives what it can.
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections import deque
 from dataclasses import dataclass
 from random import Random
@@ -44,6 +46,7 @@ from .frame import (
     State,
     TlvType,
     encode_interval,
+    heartbeat_key,
     pack,
     pack_tlv,
 )
@@ -56,15 +59,14 @@ from .timers import (
     MAX_EXEMPT,
     REPLAY_WINDOW,
     SLOW_START_INTERVAL_US,
-    detection_time_us,
     expected_remote_us,
     interarrival_seed,
     interarrival_update,
     is_premature,
     jitter_factor,
+    negotiate,
     phi,
     rtt_update,
-    tx_interval_us,
 )
 
 if TYPE_CHECKING:
@@ -76,12 +78,18 @@ __all__ = ["Owner", "Session", "SessionInfo"]
 
 _MASK32 = 0xFFFFFFFF
 _HALF32 = 1 << 31
-_WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
+_WINDOW_MASK = (1 << REPLAY_WINDOW) - 1  # also the steady state: one shared object
+_NEVER = float("-inf")
 _ACK_MASK = (1 << ACK_WINDOW) - 1
 _US = 1_000_000
 _CLOSED, _DOWN, _INIT, _UP = State.CLOSED, State.DOWN, State.INIT, State.UP
 _HEARTBEAT, _ACK = FrameType.HEARTBEAT, FrameType.ACK
 _DATA, _CLOSE = FrameType.DATA, FrameType.CLOSE
+# The fast path's view of a bare HEARTBEAT: head (version..Mult), Length, My Identifier, Your
+# Identifier, Sequence Number, Timestamp, both interval codes as one field, CRC.
+_BARE_HEARTBEAT = struct.Struct(">HHIIIIII")
+_HEAD_POLL = 1 << 5  # the P bit within that head (SPEC 4.1); a poll must be answered with F
+_OFFSET_MIX = 0x9E3779B1  # odd, so distinct identifiers give distinct timestamp offsets
 
 
 class Owner(Protocol):
@@ -91,6 +99,7 @@ class Owner(Protocol):
     events: deque[Event]
     counters: Counter[str]
     ends_on_down: bool  # a byte stream ends when its session leaves UP [HB-TCP-6]
+    ts_secret: int  # mixed with each session's identifier into its timestamp offset
 
     def _transmit(self, session: Session, data: bytes, addr: Any) -> None: ...
     def _session_up(self, session: Session, now: float) -> None: ...
@@ -171,8 +180,8 @@ class Session:
         "srtt",
         "state",
         "strikes",
-        "trig",
-        "ts_offset",
+        "trig_count",
+        "trig_start",
         "tx_seq",
         "tx_us",
         "verified",
@@ -222,7 +231,6 @@ class Session:
         # Sequence numbers [HB-SEQ-1..4]; unacknowledged HEARTBEATs [HB-ACK-5] as a bitmap
         # over our recent sequence numbers (bit i: tx_seq - 1 - i).
         self.tx_seq = rng.getrandbits(32)
-        self.ts_offset = rng.getrandbits(32)  # [HB-SEC-5]
         self.rx_top: int | None = None
         self.rx_mask = 0
         self.ack_mask = 0
@@ -239,8 +247,9 @@ class Session:
         self.last_hb_rx: float | None = None
         self.last_hb_sig = 0
         self.strikes = 0
-        self.last_strike = float("-inf")
-        self.trig: tuple[float, int] = (now, 0)
+        self.last_strike = _NEVER
+        self.trig_start = now
+        self.trig_count = 0
         self.freq_d: int | None = None  # the peer's D as judged [HB-FREQ-6]; None: no preference
         # An address being verified after a NAT rebinding [HB-UDP-8]: (address, seq, sent at).
         self.probe: tuple[Any, int, float] | None = None
@@ -270,10 +279,14 @@ class Session:
 
     def _renegotiate(self) -> bool:
         """Recompute TxInterval, ExpectedRemote and DetectionTime; True if any changed."""
-        tx = tx_interval_us(self.d_eff, self.remote_r)
-        exp = expected_remote_us(self.remote_d, self.r_eff, tx)
-        slow = not (self.state is _UP and self.peer_up)
-        dt = detection_time_us(self.remote_mult or DEFAULT_REMOTE_MULT, exp, slow)
+        tx, exp, dt = negotiate(
+            self.d_eff,
+            self.r_eff,
+            self.remote_d,
+            self.remote_r,
+            self.remote_mult or DEFAULT_REMOTE_MULT,
+            not (self.state is _UP and self.peer_up),
+        )
         changed = (tx, exp, dt) != (self.tx_us, self.exp_us, self.dt_us)
         self.tx_us, self.exp_us, self.dt_us = tx, exp, dt
         return changed
@@ -327,6 +340,11 @@ class Session:
             self.owner.events.append(ParametersChanged(self.local_id, self.negotiated()))
 
     # --- Sending ------------------------------------------------------------------------------
+
+    @property
+    def ts_offset(self) -> int:
+        """A per-session offset on our timestamps [HB-SEC-5], derived rather than stored."""
+        return (self.local_id * _OFFSET_MIX + self.owner.ts_secret) & _MASK32
 
     def _timestamp(self, now: float) -> int:
         return (int(now * _US) + self.ts_offset) & _MASK32
@@ -508,7 +526,8 @@ class Session:
         if ahead == 0:
             return 0
         if ahead < _HALF32:
-            self.rx_mask = ((self.rx_mask << ahead) | 1) & _WINDOW_MASK if ahead < 64 else 1
+            mask = ((self.rx_mask << ahead) | 1) & _WINDOW_MASK if ahead < 64 else 1
+            self.rx_mask = _WINDOW_MASK if mask == _WINDOW_MASK else mask
             self.rx_top = seq
             return 2
         back = (top - seq) & _MASK32
@@ -531,6 +550,79 @@ class Session:
             self.ack_top = seq
             return 2
         return 1
+
+    def fast_heartbeat(self, data: bytes, addr: Any, now: float) -> bool:
+        """Handle a routine HEARTBEAT without building a :class:`Frame`, or return False.
+
+        Routine means: a bare 28-byte HEARTBEAT without P whose first bytes and interval codes equal
+        those of the peer's previous HEARTBEAT (so nothing about its state or parameters
+        changed), to a session that is UP with the peer's UP seen, not polling, from the
+        verified address, with the next sequence numbers and not premature. That is the
+        steady state of every session. What this does is exactly what the full path
+        (:meth:`receive`) does for such a frame; anything else is left to the full path, and
+        nothing is changed before that decision.
+        """
+        head, length, my_id, _, seq, ts, codes, crc = _BARE_HEARTBEAT.unpack(data)
+        last = self.last_hb_rx
+        if (
+            last is None
+            or self.state is not _UP
+            or not self.peer_up
+            or self.poll_seq is not None
+            or head & _HEAD_POLL
+            or ((head << 32) | codes) != self.last_hb_sig
+            or my_id != self.remote_id
+            or length != MIN_FRAME
+            or addr != self.addr
+            or zlib.crc32(data[:24]) != crc
+        ):
+            return False
+        rx_top = self.rx_top
+        if rx_top is None:
+            return False
+        ahead = (seq - rx_top) & _MASK32
+        if not 0 < ahead < REPLAY_WINDOW or self.r_eff == 0:
+            return False
+        judged = max(self.freq_d or 0, self.r_eff or 0) or DEFAULT_INTERVAL_US
+        if (now - last) * _US < judged / 2:
+            return False  # premature: the full path counts it
+        # Commit: V-12, proof of life [HB-DET-1], suspicion, strikes [HB-FREQ-1], the ACK.
+        mask = ((self.rx_mask << ahead) | 1) & _WINDOW_MASK
+        self.rx_mask = _WINDOW_MASK if mask == _WINDOW_MASK else mask
+        self.rx_top = seq
+        last_rx = self.last_rx
+        if last_rx is not None:
+            gap = now - last_rx
+            mean = self._ia_mean
+            if gap <= 4 * mean:
+                delta = gap - mean
+                self._ia_mean = mean + 0.125 * delta
+                self._ia_var = 0.875 * (self._ia_var + 0.125 * delta * delta)
+        self.last_rx = self.last_hb_rx = now
+        dt = self.dt_us
+        self.detect_at = None if dt is None else now + dt / _US
+        self.strikes = 0
+        self.owner._transmit(
+            self,
+            pack(
+                _ACK,
+                _UP,
+                False,
+                False,
+                self.mult,
+                self.local_id,
+                my_id,
+                seq,
+                ts,
+                self.d_code,
+                self.r_code,
+            ),
+            addr,
+        )
+        if self.config.idle_only and self.next_tx is not None:
+            self.last_tx = now
+            self._schedule_tx(now)
+        return True
 
     def receive(self, frame: Frame, addr: Any, now: float, size: int) -> None:
         """Process a frame that passed checks V-1 to V-9 for this session."""
@@ -660,7 +752,7 @@ class Session:
 
     def _premature(self, frame: Frame, now: float) -> bool:
         """Track strikes [HB-FREQ-1], [HB-FREQ-6]; True if the HEARTBEAT is premature."""
-        sig = hash((frame.state, frame.poll, frame.mult, frame.desired_tx, frame.required_rx))
+        sig = heartbeat_key(frame)  # also the fast path's key: see fast_heartbeat
         last = self.last_hb_rx
         self.last_hb_rx = now
         exempt = last is None or sig != self.last_hb_sig
@@ -671,11 +763,10 @@ class Session:
             None if self.r_eff == 0 else expected_remote_us(self.freq_d, self.r_eff, self.tx_us)
         )
         if exempt:
-            start, count = self.trig
-            if judged is None or now - start >= judged / _US:
-                start, count = now, 0
-            self.trig = (start, count + 1)
-            exempt = count < MAX_EXEMPT
+            if judged is None or now - self.trig_start >= judged / _US:
+                self.trig_start, self.trig_count = now, 0
+            exempt = self.trig_count < MAX_EXEMPT
+            self.trig_count += 1
         if last is None or self.state is not _UP or self.poll_seq is not None:
             return False
         if exempt or not is_premature((now - last) * _US, judged):

@@ -8,6 +8,7 @@ traffic". Nothing here reads a clock: callers pass times in.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from random import Random
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "interarrival_update",
     "is_premature",
     "jitter_factor",
+    "negotiate",
     "phi",
     "rtt_update",
     "tx_interval_us",
@@ -68,6 +70,25 @@ def detection_time_us(
     if slow_start:
         expected_remote = max(expected_remote, SLOW_START_INTERVAL_US)
     return remote_mult * expected_remote
+
+
+@lru_cache(maxsize=4096)
+def negotiate(  # noqa: PLR0917 - positional: it is an lru_cache key
+    local_d: int | None,
+    local_r: int | None,
+    remote_d: int | None,
+    remote_r: int | None,
+    remote_mult: int,
+    slow_start: bool,
+) -> tuple[int | None, int | None, int | None]:
+    """(TxInterval, ExpectedRemote, DetectionTime) for one session's inputs.
+
+    Cached: the many sessions of one endpoint have few distinct inputs, so they share the
+    resulting ints instead of holding copies.
+    """
+    tx = tx_interval_us(local_d, remote_r)
+    exp = expected_remote_us(remote_d, local_r, tx)
+    return tx, exp, detection_time_us(remote_mult, exp, slow_start)
 
 
 def jitter_factor(rng: Random, own_mult: int) -> float:
