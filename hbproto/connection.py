@@ -270,3 +270,6 @@ class Connection:
 
     def _too_frequent(self, session: Session, floor_us: int) -> None:
         self.rate_floor_us = max(floor_us, self.rate_floor_us or 0)
+
+    def _closed_by_peer(self, session: Session) -> None:
+        pass  # the connection ends right after: see _after

@@ -39,6 +39,7 @@ __all__ = ["UNCHANGED", "Endpoint", "Limits"]
 Address = Hashable
 _YOUR_ID = struct.Struct(">I")
 _BARE_HEARTBEAT_START = 0x11  # version 1, HEARTBEAT
+_RATE_FLOORS_KEPT = 4096  # peers remembered for [HB-FREQ-4] back-off
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +219,8 @@ class Endpoint:
                     self._schedule(session)
                     return
         session.receive(frame, addr, now, len(data))
+        if self.sessions.get(session.local_id) is not session:
+            return  # closed by the peer and deleted
         if session.remote_id and self._unbound.get(session.addr) is session:
             del self._unbound[session.addr]
         self._schedule(session)
@@ -365,7 +368,13 @@ class Endpoint:
         return now - session.last_rx >= session.exp_us / 1_000_000
 
     def _too_frequent(self, session: Session, floor_us: int) -> None:
-        self._rate_floor[session.addr] = max(floor_us, self._rate_floor.get(session.addr, 0))
+        floors = self._rate_floor
+        floors[session.addr] = max(floor_us, floors.pop(session.addr, 0))  # newest last
+        while len(floors) > _RATE_FLOORS_KEPT:
+            del floors[next(iter(floors))]  # forget the oldest: this table must stay bounded
+
+    def _closed_by_peer(self, session: Session) -> None:
+        self._delete(session)
 
     def _stalled(self, session: Session, late_by: float) -> None:
         self._stall_late = max(self._stall_late, late_by)

@@ -56,7 +56,6 @@ from .timers import (
     BACKOFF_CAP_US,
     DEFAULT_INTERVAL_US,
     DEFAULT_REMOTE_MULT,
-    MAX_EXEMPT,
     REPLAY_WINDOW,
     SLOW_START_INTERVAL_US,
     expected_remote_us,
@@ -106,6 +105,7 @@ class Owner(Protocol):
     def _verified(self, session: Session) -> None: ...
     def _stalled(self, session: Session, late_by: float) -> None: ...
     def _too_frequent(self, session: Session, floor_us: int) -> None: ...
+    def _closed_by_peer(self, session: Session) -> None: ...
 
 
 @dataclass(slots=True)
@@ -147,6 +147,7 @@ class Session:
         "d_eff",
         "detect_at",
         "dt_us",
+        "exempt_at",
         "exp_us",
         "expire_at",
         "freq_d",
@@ -180,8 +181,6 @@ class Session:
         "srtt",
         "state",
         "strikes",
-        "trig_count",
-        "trig_start",
         "tx_seq",
         "tx_us",
         "verified",
@@ -248,8 +247,8 @@ class Session:
         self.last_hb_sig = 0
         self.strikes = 0
         self.last_strike = _NEVER
-        self.trig_start = now
-        self.trig_count = 0
+        # When the last two exempt HEARTBEATs arrived, older first [HB-FREQ-6].
+        self.exempt_at: tuple[float, float] = (_NEVER, _NEVER)
         self.freq_d: int | None = None  # the peer's D as judged [HB-FREQ-6]; None: no preference
         # An address being verified after a NAT rebinding [HB-UDP-8]: (address, seq, sent at).
         self.probe: tuple[Any, int, float] | None = None
@@ -359,9 +358,17 @@ class Session:
         return self.verified or self.initiator
 
     def send_heartbeat(self, now: float, addr: Any = None, *, periodic: bool = True) -> int:
-        """Send a HEARTBEAT now; returns its sequence number."""
+        """Send a HEARTBEAT now; returns its sequence number.
+
+        A HEARTBEAT to another address than the session's (a rebinding probe) is always bare:
+        that address is not verified, and gets nothing larger than what came from it.
+        """
         seq = self._next_seq(heartbeat=True)
-        tlvs = b"" if self.piggyback is None else pack_tlv(TlvType.PAYLOAD, self.piggyback)
+        tlvs = (
+            b""
+            if self.piggyback is None or addr is not None
+            else pack_tlv(TlvType.PAYLOAD, self.piggyback)
+        )
         data = pack(
             _HEARTBEAT,
             self.state,
@@ -628,11 +635,6 @@ class Session:
         """Process a frame that passed checks V-1 to V-9 for this session."""
         counters = self.owner.counters
         ftype = frame.type
-        if self.state is _CLOSED:  # V-14
-            counters["closed_session"] += 1
-            if ftype in (_HEARTBEAT, _DATA) and self.remote_id:  # never a CLOSE or an ACK
-                self.owner._transmit(self, self._close_frame(self.close_code, None, size), addr)
-            return
         if self.remote_id and frame.my_id != self.remote_id:  # V-10
             counters["wrong_peer"] += 1
             return
@@ -649,6 +651,11 @@ class Session:
             if not verdict:
                 counters["replay"] += 1
                 return
+        if self.state is _CLOSED:  # V-14: lingering [HB-RX-17]
+            counters["closed_session"] += 1
+            if ftype in (_HEARTBEAT, _DATA) and self.remote_id:  # never a CLOSE or an ACK
+                self.owner._transmit(self, self._close_frame(self.close_code, None, size), addr)
+            return
         # The frame is valid.
         if not self.remote_id:
             self.remote_id = frame.my_id  # [HB-SES-5]
@@ -687,8 +694,10 @@ class Session:
         if ftype is _HEARTBEAT:
             if frame.payload is not None:
                 events.append(PiggybackReceived(self.local_id, frame.payload))
-            if current and self._premature(frame, now):
+            if current and self._premature(frame, now) and self.state is old:
                 return  # [HB-FREQ-3]: valid and proof of life, but not answered
+            if self.state is _CLOSED:
+                return  # closed for too_frequent just now
             self._send_ack(frame, addr, now)
         elif ftype is _ACK:
             self._on_ack(frame, addr, now)
@@ -763,10 +772,12 @@ class Session:
             None if self.r_eff == 0 else expected_remote_us(self.freq_d, self.r_eff, self.tx_us)
         )
         if exempt:
-            if judged is None or now - self.trig_start >= judged / _US:
-                self.trig_start, self.trig_count = now, 0
-            exempt = self.trig_count < MAX_EXEMPT
-            self.trig_count += 1
+            # At most MAX_EXEMPT in any ExpectedRemote: the older of the last two must be
+            # outside the window that ends now.
+            older, newer = self.exempt_at
+            exempt = judged is None or now - older >= judged / _US
+            if exempt:
+                self.exempt_at = (newer, now)
         if last is None or self.state is not _UP or self.poll_seq is not None:
             return False
         if exempt or not is_premature((now - last) * _US, judged):
@@ -804,6 +815,7 @@ class Session:
                 # [HB-FREQ-4]: back off to twice our rate, or the peer's minimum if larger.
                 floor = max(2 * (self.tx_us or self.d_eff or 0), frame.required_rx or 0)
                 self.owner._too_frequent(self, floor)
+            self.owner._closed_by_peer(self)  # no linger [HB-CLOSE-3]
             return
         if new is _UP:
             self.expire_at = None
