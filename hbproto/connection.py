@@ -259,7 +259,7 @@ class Connection:
     def _transmit(self, session: Session, data: bytes, addr: Any) -> None:
         self._out += data
 
-    def _session_up(self, session: Session, now: float) -> None:
+    def _session_up(self, session: Session, now: float, *, first: bool) -> None:
         pass  # one session per connection: nothing to correlate here
 
     def _verified(self, session: Session) -> None:

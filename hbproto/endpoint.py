@@ -242,8 +242,7 @@ class Endpoint:
         session = self._new_session(self.config, addr, now, initiator=False)
         session.remote_id = remote_id
         self._pending_by_remote[(addr, remote_id)] = session
-        session.counted_half_open = True
-        session.source = source
+        session.source = source  # counted half-open until it first comes up
         self._half_open += 1
         self._per_source[source] += 1
         return session
@@ -332,9 +331,8 @@ class Endpoint:
         if self._unbound.get(session.addr) is session:
             del self._unbound[session.addr]
 
-    def _session_up(self, session: Session, now: float) -> None:
-        if not session.initiator and session.counted_half_open:
-            session.counted_half_open = False
+    def _session_up(self, session: Session, now: float, *, first: bool) -> None:
+        if first and session.source is not None:
             self._half_open -= 1
         replaced = session.replaces
         if replaced is not None:
@@ -434,7 +432,7 @@ class Endpoint:
             del self._pending_by_remote[key]
         if self._unbound.get(session.addr) is session:
             del self._unbound[session.addr]
-        if session.counted_half_open:
+        if session.source is not None and not session.was_up:
             self._half_open -= 1
         source = session.source  # the host it was counted under, wherever it moved since
         if source is not None:

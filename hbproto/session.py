@@ -79,6 +79,7 @@ _MASK32 = 0xFFFFFFFF
 _HALF32 = 1 << 31
 _WINDOW_MASK = (1 << REPLAY_WINDOW) - 1  # also the steady state: one shared object
 _NEVER = float("-inf")
+_NO_EXEMPT = (_NEVER, _NEVER)
 _ACK_MASK = (1 << ACK_WINDOW) - 1
 _US = 1_000_000
 _CLOSED, _DOWN, _INIT, _UP = State.CLOSED, State.DOWN, State.INIT, State.UP
@@ -101,7 +102,7 @@ class Owner(Protocol):
     ts_secret: int  # mixed with each session's identifier into its timestamp offset
 
     def _transmit(self, session: Session, data: bytes, addr: Any) -> None: ...
-    def _session_up(self, session: Session, now: float) -> None: ...
+    def _session_up(self, session: Session, now: float, *, first: bool) -> None: ...
     def _verified(self, session: Session) -> None: ...
     def _stalled(self, session: Session, late_by: float) -> None: ...
     def _too_frequent(self, session: Session, floor_us: int) -> None: ...
@@ -141,7 +142,6 @@ class Session:
         "backoff",
         "close_code",
         "config",
-        "counted_half_open",
         "d_adv",
         "d_code",
         "d_eff",
@@ -248,7 +248,7 @@ class Session:
         self.strikes = 0
         self.last_strike = _NEVER
         # When the last two exempt HEARTBEATs arrived, older first [HB-FREQ-6].
-        self.exempt_at: tuple[float, float] = (_NEVER, _NEVER)
+        self.exempt_at: tuple[float, float] = _NO_EXEMPT
         self.freq_d: int | None = None  # the peer's D as judged [HB-FREQ-6]; None: no preference
         # An address being verified after a NAT rebinding [HB-UDP-8]: (address, seq, sent at).
         self.probe: tuple[Any, int, float] | None = None
@@ -259,8 +259,7 @@ class Session:
         self._ia_var = 0.0
         self.piggyback: bytes | None = None
         self.close_code = 0
-        self.counted_half_open = False  # these two belong to the endpoint's acceptance limits
-        self.source: Any = None
+        self.source: Any = None  # the host a peer-created session is counted under (endpoint)
         self._renegotiate()
         if initiator:
             self.next_tx = now  # [HB-TX-5]
@@ -694,7 +693,7 @@ class Session:
         if ftype is _HEARTBEAT:
             if frame.payload is not None:
                 events.append(PiggybackReceived(self.local_id, frame.payload))
-            if current and self._premature(frame, now) and self.state is old:
+            if current and self._premature(frame, now, found_up=old is _UP) and self.state is old:
                 return  # [HB-FREQ-3]: valid and proof of life, but not answered
             if self.state is _CLOSED:
                 return  # closed for too_frequent just now
@@ -759,29 +758,32 @@ class Session:
         if first and self.exp_us is not None:
             self._ia_mean, self._ia_var = interarrival_seed(self.exp_us / _US)
 
-    def _premature(self, frame: Frame, now: float) -> bool:
+    def _premature(self, frame: Frame, now: float, *, found_up: bool) -> bool:
         """Track strikes [HB-FREQ-1], [HB-FREQ-6]; True if the HEARTBEAT is premature."""
         sig = heartbeat_key(frame)  # also the fast path's key: see fast_heartbeat
         last = self.last_hb_rx
         self.last_hb_rx = now
-        exempt = last is None or sig != self.last_hb_sig
+        changed = sig != self.last_hb_sig
         self.last_hb_sig = sig
         if not frame.poll or last is None:
             self.freq_d = frame.desired_tx  # while the peer polls, judge by its old pace
+        # Only a HEARTBEAT that finds the session UP and leaves it UP, outside our own poll,
+        # is judged at all; so exemptions are tracked only then too.
+        if last is None or not found_up or self.state is not _UP or self.poll_seq is not None:
+            return False
         judged = (
             None if self.r_eff == 0 else expected_remote_us(self.freq_d, self.r_eff, self.tx_us)
         )
-        if exempt:
-            # At most MAX_EXEMPT in any ExpectedRemote: the older of the last two must be
-            # outside the window that ends now.
+        if changed:
+            # At most two exempt in any ExpectedRemote: the older of the last two exempt ones
+            # must be outside the window that ends now.
             older, newer = self.exempt_at
-            exempt = judged is None or now - older >= judged / _US
-            if exempt:
+            if judged is None or now - older >= judged / _US:
                 self.exempt_at = (newer, now)
-        if last is None or self.state is not _UP or self.poll_seq is not None:
-            return False
-        if exempt or not is_premature((now - last) * _US, judged):
-            self.strikes = 0  # [HB-FREQ-2]: not premature
+                self.strikes = 0  # [HB-FREQ-2]: exempt, so not premature
+                return False
+        if not is_premature((now - last) * _US, judged):
+            self.strikes = 0
             return False
         max_strikes = self.config.max_strikes
         if max_strikes is None:
@@ -835,7 +837,7 @@ class Session:
             )
             if self.tx_us is None and self.exp_us is None:
                 events.append(LivenessInactive(self.local_id))  # [HB-NEG-3]
-            self.owner._session_up(self, now)
+            self.owner._session_up(self, now, first=not again)
             return
         self._renegotiate()
         if old is _UP:  # UP -> DOWN: the peer says it lost us [HB-SM-4]
@@ -859,6 +861,8 @@ class Session:
         self.d_eff, self.r_eff = self.d_adv, self.r_adv
         self.peer_up = False
         self.strikes = 0
+        self.last_strike = _NEVER
+        self.exempt_at = _NO_EXEMPT
         self.last_hb_rx = None
         self._renegotiate()
         self._schedule_tx(now)  # back to the slow-start pace

@@ -427,7 +427,7 @@ class EndpointMachine(RuleBasedStateMachine):
         ep = self.ep
         assert len(ep.sessions) <= self.limits.max_sessions
         # Internal bookkeeping, looked at directly: a leak here is a slow denial of service.
-        counted = [s for s in ep.sessions.values() if s.counted_half_open]
+        counted = [s for s in ep.sessions.values() if s.source is not None and not s.was_up]
         assert ep._half_open == len(counted) <= self.limits.max_half_open
         responders = Counter(s.addr[0] for s in ep.sessions.values() if not s.initiator)
         assert +ep._per_source == responders
