@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -23,6 +25,16 @@ def test_readme_has_two_commands() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert _readme_commands()[1] in ci
+
+
+def test_readme_embedding_example_prints_what_the_readme_shows(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Embedding the core") :]
+    example, shown = re.findall(r"```(?:python)?\n(.+?)```", section, re.DOTALL)[:2]
+    exec(compile(example, "README.md", "exec"), {})
+    assert capsys.readouterr().out == shown
 
 
 def test_readme_python_examples_run() -> None:
