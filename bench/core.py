@@ -369,16 +369,14 @@ def walk(ep: Endpoint) -> list[Row]:
         held = _held_by_session(ep, entry)
         # Count what only the entry holds (a tiebreak, a superseded deadline), not the session.
         heap += sum(sys.getsizeof(item) for item in entry if id(item) not in held)
-    by_addr = sys.getsizeof(ep._up_by_addr)
-    for addr, sid in ep._up_by_addr.items():
-        owner = ep.sessions.get(sid)
-        if owner is None or owner.addr is not addr:
-            by_addr += sum(sys.getsizeof(o) for o in _objects(addr))
+    by_source = sys.getsizeof(ep._by_source)
+    for ids in ep._by_source.values():
+        if isinstance(ids, list):  # hosts with several sessions hold a list of ids
+            by_source += sys.getsizeof(ids)
     rows += [
         Row(f"{_INDEX}sessions]", "dict", sys.getsizeof(ep.sessions) / n),
         Row(f"{_INDEX}_heap]", "list of tuples", heap / n),
-        Row(f"{_INDEX}_up_by_addr]", "dict", by_addr / n),
-        Row(f"{_INDEX}_per_source]", "Counter", sys.getsizeof(ep._per_source) / n),
+        Row(f"{_INDEX}_by_source]", "dict", by_source / n),
         Row(f"{_INDEX}_pending_by_remote]", "dict (empty, peak size)",
             sys.getsizeof(ep._pending_by_remote) / n),
     ]  # fmt: skip

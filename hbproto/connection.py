@@ -26,7 +26,7 @@ from .events import (
     LocalStall,
     PeerDown,
 )
-from .frame import MAX_FRAME, CloseCode, State, decode
+from .frame import MAX_FRAME, PIGGYBACK_MAX, CloseCode, State, decode
 from .session import Session, SessionInfo
 from .stream import StreamDeframer
 
@@ -110,7 +110,21 @@ class Connection:
         self.config = self.session.config = new
         self.session.set_parameters(new.desired_tx_us, new.required_rx_us, multiplier, now)
 
+    def set_piggyback(self, data: bytes | None) -> None:
+        """Carry ``data`` (at most 128 bytes) in the session's HEARTBEATs from now on."""
+        if data is not None and len(data) > PIGGYBACK_MAX:
+            raise LocalProtocolError(f"piggyback is {len(data)} bytes; at most {PIGGYBACK_MAX}")
+        self.session.piggyback = None if data is None else bytes(data)
+
+    def note_activity(self, now: float) -> None:
+        """Tell an idle-only session that the application sent traffic [HB-TX-3]."""
+        session = self.session
+        if session.config.idle_only and session.next_tx is not None:
+            session.last_tx = now
+            session._schedule_tx(now)
+
     def snapshot(self, now: float) -> SessionInfo:
+        """State, RTT, last seen, misses, suspicion and negotiated values of the session."""
         return self.session.info(now)
 
     def _check_open(self) -> None:

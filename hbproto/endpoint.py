@@ -101,8 +101,10 @@ class Endpoint:
         self._pending_by_remote: dict[tuple[Address, int], Session] = {}
         self._unbound: dict[Address, Session] = {}
         self._half_open = 0
-        self._per_source: Counter[Hashable] = Counter()
-        self._up_by_addr: dict[Address, int] = {}
+        # The sessions peers created, by source host: one identifier when the host has one
+        # session (the common case, and one dict entry per session), a list when it has more.
+        # It bounds sessions per source [HB-SES-3] and finds predecessors [HB-SM-6].
+        self._by_source: dict[Hashable, int | list[int]] = {}
         self._stall_late = 0.0
         self._stall_spared = 0
         self._rate_floor: dict[Address, int] = {}
@@ -234,7 +236,7 @@ class Endpoint:
         if (
             len(self.sessions) >= limits.max_sessions
             or self._half_open >= limits.max_half_open
-            or self._per_source[source] >= limits.max_per_source
+            or self._source_count(source) >= limits.max_per_source
         ):
             self.counters["unknown_session"] += 1
             self.counters["refused"] += 1
@@ -244,7 +246,13 @@ class Endpoint:
         self._pending_by_remote[(addr, remote_id)] = session
         session.source = source  # counted half-open until it first comes up
         self._half_open += 1
-        self._per_source[source] += 1
+        held = self._by_source.get(source)
+        if held is None:
+            self._by_source[source] = session.local_id
+        elif isinstance(held, int):
+            self._by_source[source] = [held, session.local_id]
+        else:
+            held.append(session.local_id)
         return session
 
     # --- Output and time ----------------------------------------------------------------------
@@ -342,21 +350,35 @@ class Endpoint:
                 self.events.append(
                     PeerRestarted(session.local_id, old_id, old_remote, session.remote_id)
                 )
-        if not session.initiator:
-            # [HB-SM-6]: a new session from the address of an existing one means a restart.
-            previous = self._up_by_addr.get(session.addr)
-            old = self.sessions.get(previous) if previous is not None else None
-            if (
-                old is not None
-                and old is not session
-                and old.remote_id != session.remote_id
-                and self._silent(old, now)
-            ):
-                self.events.append(
-                    PeerRestarted(session.local_id, old.local_id, old.remote_id, session.remote_id)
-                )
-                self._delete(old)
-            self._up_by_addr[session.addr] = session.local_id
+        held = self._by_source.get(session.source)
+        if isinstance(held, list):
+            # [HB-SM-6]: a new session from the address of a silent earlier one is a restart.
+            for previous in list(held):
+                old = self.sessions.get(previous)
+                if (
+                    old is not None
+                    and old is not session
+                    and old.was_up
+                    and old.addr == session.addr
+                    and old.remote_id != session.remote_id
+                    and self._silent(old, now)
+                ):
+                    self.events.append(
+                        PeerRestarted(
+                            session.local_id, old.local_id, old.remote_id, session.remote_id
+                        )
+                    )
+                    self._delete(old)
+
+    def _source_count(self, source: Hashable) -> int:
+        held = self._by_source.get(source)
+        if held is None:
+            return 0
+        return 1 if isinstance(held, int) else len(held)
+
+    def source_counts(self) -> Counter[Hashable]:
+        """How many sessions each source host has created that are still held [HB-SES-3]."""
+        return Counter({source: self._source_count(source) for source in self._by_source})
 
     @staticmethod
     def _silent(session: Session, now: float) -> bool:
@@ -436,8 +458,10 @@ class Endpoint:
             self._half_open -= 1
         source = session.source  # the host it was counted under, wherever it moved since
         if source is not None:
-            self._per_source[source] -= 1
-            if self._per_source[source] <= 0:
-                del self._per_source[source]
-        if self._up_by_addr.get(session.addr) == session.local_id:
-            del self._up_by_addr[session.addr]
+            held = self._by_source.get(source)
+            if isinstance(held, list):
+                held.remove(session.local_id)
+                if len(held) == 1:
+                    self._by_source[source] = held[0]
+            elif held == session.local_id:
+                del self._by_source[source]

@@ -19,7 +19,7 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 from random import Random
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .errors import LocalProtocolError
 from .events import (
@@ -129,25 +129,98 @@ class SessionInfo:
     polling: bool
 
 
+_RARE_DEFAULTS: dict[str, Any] = {
+    "replaces": None,
+    "_pending": None,
+    "backoff": 0,
+    "strikes": 0,
+    "last_strike": _NEVER,
+    "exempt_at": _NO_EXEMPT,
+    "probe": None,
+    "piggyback": None,
+    "close_code": 0,
+}
+
+
+class _Rare:
+    """The fields of a session that only some sessions ever set, allocated on first use."""
+
+    __slots__ = (
+        "_pending",
+        "backoff",
+        "close_code",
+        "exempt_at",
+        "last_strike",
+        "piggyback",
+        "probe",
+        "replaces",
+        "strikes",
+    )
+    _pending: tuple[int | None, int | None] | None
+    backoff: int
+    close_code: int
+    exempt_at: tuple[float, float]
+    last_strike: float
+    piggyback: bytes | None
+    probe: tuple[Any, int, float] | None
+    replaces: tuple[int, int] | None
+    strikes: int
+
+    def __init__(self) -> None:
+        for name, value in _RARE_DEFAULTS.items():
+            setattr(self, name, value)
+
+
+if set(_Rare.__slots__) != set(_RARE_DEFAULTS):
+    raise ImportError("_Rare's slots and _RARE_DEFAULTS disagree")
+
+_T = TypeVar("_T")
+
+
+class _RareField(Generic[_T]):
+    """A session attribute kept in the session's :class:`_Rare` holder.
+
+    Reading it from a session without a holder gives the default; writing the default to such
+    a session allocates nothing. So the many sessions in their steady state pay one slot for
+    all of these fields instead of one each.
+    """
+
+    __slots__ = ("default", "name")
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.default = _RARE_DEFAULTS[name]
+
+    def __get__(self, session: Session, owner: type | None = None) -> _T:
+        rare = session._rare
+        value: _T = self.default if rare is None else getattr(rare, self.name)
+        return value
+
+    def __set__(self, session: Session, value: _T) -> None:
+        rare = session._rare
+        if rare is None:
+            if value is self.default or value == self.default:
+                return
+            rare = session._rare = _Rare()
+        setattr(rare, self.name, value)
+
+
 class Session:
     """The state of one session and the SPEC's rules for it."""
 
     __slots__ = (
         "_ia_mean",
         "_ia_var",
-        "_pending",
+        "_rare",
         "ack_mask",
         "ack_top",
         "addr",
-        "backoff",
-        "close_code",
         "config",
         "d_adv",
         "d_code",
         "d_eff",
         "detect_at",
         "dt_us",
-        "exempt_at",
         "exp_us",
         "expire_at",
         "freq_d",
@@ -156,16 +229,13 @@ class Session:
         "last_hb_rx",
         "last_hb_sig",
         "last_rx",
-        "last_strike",
         "last_tx",
         "local_id",
         "mult",
         "next_tx",
         "owner",
         "peer_up",
-        "piggyback",
         "poll_seq",
-        "probe",
         "r_adv",
         "r_code",
         "r_eff",
@@ -173,19 +243,28 @@ class Session:
         "remote_id",
         "remote_mult",
         "remote_r",
-        "replaces",
         "rttvar",
         "rx_mask",
         "rx_top",
         "source",
         "srtt",
         "state",
-        "strikes",
         "tx_seq",
         "tx_us",
         "verified",
         "was_up",
     )
+
+    # Fields most sessions never set: idle sessions keep none of them (see _RareField).
+    replaces = _RareField[tuple[int, int] | None]()  # (old session, old remote id) [HB-SM-8]
+    _pending = _RareField[tuple[int | None, int | None] | None]()  # a change behind a poll
+    backoff = _RareField[int]()  # doublings of the slow-start interval [HB-TX-7]
+    strikes = _RareField[int]()  # [HB-FREQ-1]
+    last_strike = _RareField[float]()
+    exempt_at = _RareField[tuple[float, float]]()  # the last two exempt HEARTBEATs [HB-FREQ-6]
+    probe = _RareField[tuple[Any, int, float] | None]()  # (address, seq, sent at) [HB-UDP-8]
+    piggyback = _RareField[bytes | None]()
+    close_code = _RareField[int]()
 
     def __init__(
         self,
@@ -210,7 +289,6 @@ class Session:
         self.state = _DOWN
         self.was_up = False
         self.peer_up = False  # a current frame with Sta UP arrived since we went UP [HB-DET-8]
-        self.replaces: tuple[int, int] | None = None  # (old session, old remote id) [HB-SM-8]
         # Our parameters: advertised, and in effect (they differ during a poll, [HB-POLL-4]).
         self.d_adv = self.d_eff = config.desired_tx_us
         self.r_adv = self.r_eff = config.required_rx_us
@@ -218,7 +296,6 @@ class Session:
         self.r_code = encode_interval(self.r_adv)
         self.mult = config.multiplier
         self.poll_seq: int | None = None
-        self._pending: tuple[int | None, int | None] | None = None
         # The peer's parameters, from its most recent current frame; 0 = not heard yet.
         self.remote_d: int | None = None
         self.remote_r: int | None = None
@@ -241,24 +318,16 @@ class Session:
         self.detect_at: float | None = None
         self.expire_at: float | None = None
         self.heap_at = float("inf")  # owned by the endpoint's timer heap
-        self.backoff = 0  # doublings of the slow-start interval [HB-TX-7]
-        # Too-frequent protection [HB-FREQ-1], [HB-FREQ-6]: (window start, exempt count).
+        # Too-frequent protection [HB-FREQ-1], [HB-FREQ-6].
         self.last_hb_rx: float | None = None
         self.last_hb_sig = 0
-        self.strikes = 0
-        self.last_strike = _NEVER
-        # When the last two exempt HEARTBEATs arrived, older first [HB-FREQ-6].
-        self.exempt_at: tuple[float, float] = _NO_EXEMPT
         self.freq_d: int | None = None  # the peer's D as judged [HB-FREQ-6]; None: no preference
-        # An address being verified after a NAT rebinding [HB-UDP-8]: (address, seq, sent at).
-        self.probe: tuple[Any, int, float] | None = None
         # RTT [HB-RTT-2] and suspicion [HB-DET-7].
         self.srtt: float | None = None
         self.rttvar = 0.0
         self._ia_mean = 0.0
         self._ia_var = 0.0
-        self.piggyback: bytes | None = None
-        self.close_code = 0
+        self._rare: _Rare | None = None  # see _RareField
         self.source: Any = None  # the host a peer-created session is counted under (endpoint)
         self._renegotiate()
         if initiator:
@@ -607,7 +676,9 @@ class Session:
         self.last_rx = self.last_hb_rx = now
         dt = self.dt_us
         self.detect_at = None if dt is None else now + dt / _US
-        self.strikes = 0
+        rare = self._rare
+        if rare is not None:
+            rare.strikes = 0
         self.owner._transmit(
             self,
             pack(

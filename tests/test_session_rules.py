@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hbproto import Config, Endpoint, Limits
+from hbproto import Config, Connection, Endpoint, Limits
 from hbproto.errors import LocalProtocolError
 from hbproto.events import (
     DetectedBy,
@@ -1422,7 +1422,7 @@ def test_flood_of_new_identifiers_stays_bounded() -> None:
         # Internal tables, looked at directly: they are what a flood could grow.
         assert len(ep._heap) <= 4 * limits.max_half_open + 16
         assert len(ep._pending_by_remote) <= limits.max_half_open
-        assert len(ep._per_source) <= limits.max_half_open
+        assert len(ep.source_counts()) <= limits.max_half_open
     assert biggest == limits.max_half_open
     assert ep.counters["refused"] > 10_000
     assert ep.counters["expired"] > 100
@@ -1562,3 +1562,36 @@ def test_pack_catches_a_difference() -> None:
     assert pack(*args) == encode(frame)
     args[8] = 5
     assert pack(*args) != encode(frame)
+
+
+def test_connection_piggyback_and_activity() -> None:
+    """[HB-TLV-8], [HB-TX-3]: a stream Connection offers the same verbs as an Endpoint: a
+    piggybacked payload rides on its HEARTBEATs, and noting activity postpones the next one in
+    idle-only mode."""
+    idle = Config(interval=0.1, idle_only=True)
+    a = Connection(idle, initiator=True, now=0.0, rng=random.Random(1))
+    b = Connection(Config(interval=0.1), initiator=False, now=0.0, rng=random.Random(2))
+    with pytest.raises(LocalProtocolError, match="at most 128"):
+        a.set_piggyback(b"x" * 129)
+    a.set_piggyback(b"load=3")
+
+    def exchange(now: float) -> None:
+        for _ in range(3):  # an empty read would mean end of stream: forward only bytes
+            if data := a.data_to_send():
+                b.receive_data(data, now)
+            if data := b.data_to_send():
+                a.receive_data(data, now)
+
+    a.handle_timer(0.0)  # the first HEARTBEAT [HB-TX-5]
+    exchange(0.0)
+    assert b.snapshot(0.0).state is State.UP
+    timer = a.get_timer()
+    assert timer is not None
+    a.note_activity(timer - 0.01)
+    later = a.get_timer()
+    assert later is not None
+    assert later > timer
+    a.handle_timer(later)
+    exchange(later)
+    events = list(iter(b.next_event, None))
+    assert PiggybackReceived(b.session_id, b"load=3") in events

@@ -430,7 +430,7 @@ class EndpointMachine(RuleBasedStateMachine):
         counted = [s for s in ep.sessions.values() if s.source is not None and not s.was_up]
         assert ep._half_open == len(counted) <= self.limits.max_half_open
         responders = Counter(s.addr[0] for s in ep.sessions.values() if not s.initiator)
-        assert +ep._per_source == responders
+        assert +ep.source_counts() == responders
         assert len(ep._heap) <= 4 * len(ep.sessions) + 16
         timer = ep.get_timer()
         assert timer is None or (isinstance(timer, float) and math.isfinite(timer))
