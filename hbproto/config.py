@@ -55,6 +55,9 @@ class Config:
     ``max_strikes``: enforce ``min_rx`` against peers that send too often, closing after this
     many premature heartbeats in a row [HB-FREQ-1]; ``None`` to not enforce.
 
+    ``min_tx``: the shortest interval at which this endpoint will ever send periodic
+    heartbeats, whatever a peer asks for [HB-NEG-7] (seconds, default 1 ms).
+
     ``handshake_timeout``: HANDSHAKE_TIMEOUT of SPEC 8.2, seconds: how long a session may take to
     come up before a responder drops it, and after which an initiator reports that nothing
     answers and starts backing off [HB-SES-4], [HB-TX-7].
@@ -66,10 +69,17 @@ class Config:
     idle_only: bool = False
     max_strikes: int | None = MAX_STRIKES_DEFAULT
     handshake_timeout: float = 10.0
+    min_tx: float = 0.001
 
     def __post_init__(self) -> None:
         _to_us(self.interval, "interval", zero_ok=False)
         _to_us(self.min_rx, "min_rx", zero_ok=True)
+        _to_us(self.min_tx, "min_tx", zero_ok=False)
+        if self.idle_only and self.min_rx == 0:
+            raise LocalProtocolError(
+                "idle_only needs heartbeats to detect the peer by, but min_rx=0 asks the peer "
+                "for none: with both, steady DATA from this side would leave nothing to hear"
+            )
         if not isinstance(self.multiplier, int) or not 1 <= self.multiplier <= MULT_MAX:
             raise LocalProtocolError(f"multiplier must be 1..{MULT_MAX}, not {self.multiplier}")
         if not isinstance(self.handshake_timeout, int | float) or not (
@@ -92,6 +102,12 @@ class Config:
     def required_rx_us(self) -> int | None:
         return _to_us(self.min_rx, "min_rx", zero_ok=True)
 
+    @property
+    def min_tx_us(self) -> int:
+        us = _to_us(self.min_tx, "min_tx", zero_ok=False)
+        assert us is not None  # validated in __post_init__
+        return us
+
     # --- Presets ------------------------------------------------------------------------------
 
     @classmethod
@@ -111,9 +127,9 @@ class Config:
 
     @classmethod
     def mobile(cls) -> Config:
-        """A phone on battery: 4.5 min, idle-only, and the peer drives (we ask for no probes).
+        """A phone on battery: 4.5 min, and the peer sends nothing periodic of its own.
 
-        With ``min_rx=0`` the peer sends nothing periodic; this device heartbeats rarely and
-        detects the peer through the ACKs, so the radio wakes once per interval.
+        With ``min_rx=0`` this device heartbeats rarely and detects the peer through the ACKs,
+        so the radio wakes once per interval.
         """
-        return cls(interval=270.0, min_rx=0, multiplier=2, idle_only=True)
+        return cls(interval=270.0, min_rx=0, multiplier=2)

@@ -202,7 +202,9 @@ class Endpoint:
         else:
             session = self._pending_by_remote.get((addr, frame.my_id))  # [HB-SES-2]
             if session is None:
-                session = self._unbound.pop(addr, None)  # a simultaneous open
+                # A simultaneous open [HB-SES-2]: only an endpoint that accepts sessions binds,
+                # so a spoofed opening frame can never capture a pure client's session.
+                session = self._unbound.pop(addr, None) if self.accept else None
                 if session is not None and session.remote_id == 0:
                     self._pending_by_remote[(addr, frame.my_id)] = session
                 else:
@@ -408,10 +410,16 @@ class Endpoint:
 
     def _expire(self, session: Session, now: float) -> None:
         state = session.state
-        if state is State.DOWN and session.initiator and session.was_up:
-            self._replace(session, now)  # [HB-SM-8]
-        elif session.initiator and not session.was_up and state is not State.CLOSED:
-            # [HB-TX-7]: nothing (or no UP) from the peer within HANDSHAKE_TIMEOUT.
+        if state is State.CLOSED:
+            self._delete(session)  # the linger period is over
+        elif state is State.UP:
+            session.expire_at = None
+        elif session.initiator and session.was_up:
+            self._replace(session, now)  # DOWN for a detection time [HB-SM-8]
+        elif session.initiator and session.remote_id:
+            self._replace(session, now, restart=False)  # stuck short of UP [HB-SM-8]
+        elif session.initiator:
+            # [HB-TX-7]: nothing from the peer within HANDSHAKE_TIMEOUT.
             if session.handshake_overdue(now) and session.last_rx is None:
                 self.events.append(
                     PeerDown(
@@ -422,19 +430,17 @@ class Endpoint:
                         None,
                     )
                 )
-        elif state is State.UP:
-            session.expire_at = None
         else:
-            if state is not State.CLOSED:
-                self.counters["expired"] += 1
+            self.counters["expired"] += 1  # a responder's session that did not come (back) up
             self._delete(session)
 
-    def _replace(self, old: Session, now: float) -> None:
+    def _replace(self, old: Session, now: float, *, restart: bool = True) -> None:
         self._delete(old)  # first, so that the replacement always has room
         new = self._new_session(old.config, old.addr, now, initiator=True)
         self._unbound.setdefault(new.addr, new)
         new.expire_at = now + new.config.handshake_timeout
-        new.replaces = (old.local_id, old.remote_id)
+        if restart:  # a session that was UP: report how the new one relates to it
+            new.replaces = (old.local_id, old.remote_id)
         new.piggyback = old.piggyback
         if (old.d_adv, old.r_adv) != (new.d_adv, new.r_adv) or old.mult != new.mult:
             new.d_adv = new.d_eff = old.d_adv

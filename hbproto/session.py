@@ -162,7 +162,7 @@ class _Rare:
     exempt_at: tuple[float, float]
     last_strike: float
     piggyback: bytes | None
-    probe: tuple[Any, int, float] | None
+    probe: tuple[Any, int, float, int] | None
     replaces: tuple[int, int] | None
     strikes: int
 
@@ -262,7 +262,7 @@ class Session:
     strikes = _RareField[int]()  # [HB-FREQ-1]
     last_strike = _RareField[float]()
     exempt_at = _RareField[tuple[float, float]]()  # the last two exempt HEARTBEATs [HB-FREQ-6]
-    probe = _RareField[tuple[Any, int, float] | None]()  # (address, seq, sent at) [HB-UDP-8]
+    probe = _RareField[tuple[Any, int, float, int] | None]()  # (addr, seq, at, token) [HB-UDP-8]
     piggyback = _RareField[bytes | None]()
     close_code = _RareField[int]()
 
@@ -353,6 +353,7 @@ class Session:
             self.remote_r,
             self.remote_mult or DEFAULT_REMOTE_MULT,
             not (self.state is _UP and self.peer_up),
+            self.config.min_tx_us,
         )
         changed = (tx, exp, dt) != (self.tx_us, self.exp_us, self.dt_us)
         self.tx_us, self.exp_us, self.dt_us = tx, exp, dt
@@ -374,9 +375,12 @@ class Session:
         if self.state is _UP:
             if tx is not None:
                 return tx
-            if self.poll_seq is not None:  # [HB-POLL-7]: repeat the poll even so
+            if self.poll_seq is not None or not self.peer_up:
+                # The peer asked for nothing periodic, but a poll must be repeated
+                # [HB-POLL-7], and so must our UP until the peer's UP shows it arrived
+                # [HB-NEG-1]: otherwise one lost frame would leave the handshake half done.
                 return max(self.d_eff or DEFAULT_INTERVAL_US, SLOW_START_INTERVAL_US)
-            return None  # the peer asked for no periodic HEARTBEATs [HB-NEG-1]
+            return None
         slow = min(SLOW_START_INTERVAL_US << self.backoff, BACKOFF_CAP_US)
         base = tx if tx is not None else (self.d_eff or DEFAULT_INTERVAL_US)
         return max(base, slow)  # slow start, whatever the remote R [HB-TX-2]
@@ -425,7 +429,9 @@ class Session:
     def _may_trigger(self) -> bool:
         return self.verified or self.initiator
 
-    def send_heartbeat(self, now: float, addr: Any = None, *, periodic: bool = True) -> int:
+    def send_heartbeat(
+        self, now: float, addr: Any = None, *, periodic: bool = True, timestamp: int | None = None
+    ) -> int:
         """Send a HEARTBEAT now; returns its sequence number.
 
         A HEARTBEAT to another address than the session's (a rebinding probe) is always bare:
@@ -446,7 +452,7 @@ class Session:
             self.local_id,
             self.remote_id,
             seq,
-            self._timestamp(now),
+            self._timestamp(now) if timestamp is None else timestamp,
             self.d_code,
             self.r_code,
             tlvs,
@@ -712,6 +718,10 @@ class Session:
             counters["auth_unexpected"] += 1
             return
         if ftype is _ACK:  # V-13
+            probe = self.probe
+            if probe is not None and frame.seq == probe[1] and frame.timestamp != probe[3]:
+                counters["unsolicited_ack"] += 1  # not the probe's answer [HB-UDP-9]
+                return
             verdict = self._accept_ack(frame.seq)
             if not verdict:
                 counters["unsolicited_ack"] += 1
@@ -787,14 +797,18 @@ class Session:
 
     def _on_ack(self, frame: Frame, addr: Any, now: float) -> None:
         events = self.owner.events
-        sample = (((int(now * _US) + self.ts_offset) - frame.timestamp) & _MASK32) / _US
-        self.srtt, self.rttvar = rtt_update(self.srtt, self.rttvar, sample)
-        events.append(RttSample(self.local_id, sample, self.srtt, self.rttvar))
+        probe = self.probe
+        if probe is not None and frame.seq == probe[1]:
+            # [HB-UDP-8], [HB-UDP-9]: the new address verifies only by echoing the probe's
+            # random Timestamp from there; the probe's Timestamp is no clock, so no RTT sample.
+            if addr == probe[0] and frame.timestamp == probe[3]:
+                self.addr, self.probe = addr, None
+        else:
+            sample = (((int(now * _US) + self.ts_offset) - frame.timestamp) & _MASK32) / _US
+            self.srtt, self.rttvar = rtt_update(self.srtt, self.rttvar, sample)
+            events.append(RttSample(self.local_id, sample, self.srtt, self.rttvar))
         if frame.payload is not None:
             events.append(PiggybackReceived(self.local_id, frame.payload))
-        probe = self.probe
-        if probe is not None and addr == probe[0] and ((frame.seq - probe[1]) & _MASK32) < _HALF32:
-            self.addr, self.probe = addr, None  # the new address answers [HB-UDP-8]
         poll_seq = self.poll_seq
         if frame.final and poll_seq is not None and ((frame.seq - poll_seq) & _MASK32) < _HALF32:
             self._end_poll(now)  # [HB-POLL-1], [HB-ACK-6]
@@ -809,8 +823,9 @@ class Session:
             and now - probe[2] < self.exp_us / _US
         ):
             return  # at most one probe per ExpectedRemote
-        seq = self.send_heartbeat(now, addr, periodic=False)
-        self.probe = (addr, seq, now)
+        token = self.owner.rng.getrandbits(32)
+        seq = self.send_heartbeat(now, addr, periodic=False, timestamp=token)
+        self.probe = (addr, seq, now, token)
 
     def _take_remote_parameters(self, frame: Frame) -> None:
         first = self.remote_mult == 0
@@ -837,7 +852,9 @@ class Session:
         changed = sig != self.last_hb_sig
         self.last_hb_sig = sig
         if not frame.poll or last is None:
-            self.freq_d = frame.desired_tx  # while the peer polls, judge by its old pace
+            self.freq_d = frame.desired_tx
+        else:  # while the peer polls, judge by the faster of its old and new pace
+            self.freq_d = min(self.freq_d or 0, frame.desired_tx or 0)
         # Only a HEARTBEAT that finds the session UP and leaves it UP, outside our own poll,
         # is judged at all; so exemptions are tracked only then too.
         if last is None or not found_up or self.state is not _UP or self.poll_seq is not None:

@@ -80,6 +80,7 @@ def negotiate(  # noqa: PLR0917 - positional: it is an lru_cache key
     remote_r: int | None,
     remote_mult: int,
     slow_start: bool,
+    min_tx: int = 0,
 ) -> tuple[int | None, int | None, int | None]:
     """(TxInterval, ExpectedRemote, DetectionTime) for one session's inputs.
 
@@ -87,6 +88,8 @@ def negotiate(  # noqa: PLR0917 - positional: it is an lru_cache key
     resulting ints instead of holding copies.
     """
     tx = tx_interval_us(local_d, remote_r)
+    if tx is not None and tx < min_tx:
+        tx = min_tx  # [HB-NEG-7]: no peer can make us send faster than our floor
     exp = expected_remote_us(remote_d, local_r, tx)
     return tx, exp, detection_time_us(remote_mult, exp, slow_start)
 

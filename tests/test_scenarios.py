@@ -1704,3 +1704,20 @@ def test_two_hundred_sessions_over_lossy_links() -> None:
     assert net.frames_sent > 400_000
     # About 540,000 frames; the core alone needs some 6 s of CPU for them on a 2020s machine.
     assert elapsed < 25.0, f"{elapsed:.1f} s of real time for {net.frames_sent} frames"
+
+
+def test_third_handshake_frame_lost_when_the_responder_asked_for_no_heartbeats() -> None:
+    """[HB-NEG-1], [HB-SM-2]: the responder advertises R = 0, so once UP the initiator sends
+    nothing periodic; but until the responder's UP shows that its own UP arrived, it keeps
+    repeating it (at the slow-start pace), so losing the third frame delays the handshake by a
+    second instead of leaving the responder in INIT until it gives up."""
+    reflector = Config(interval=0.1, min_rx=0)
+    net = udp_pair(61, FAST, reflector, delay=0.01)
+    net.link("a", "b").drop.add(1)  # keep the first HEARTBEAT, lose the UP that follows
+    net.connect("a", "b")
+    net.run_until(5.0)
+    lost = net.frames("a", "b")[1]
+    assert (lost.dropped, lost.frame.state) == ("index", State.UP)
+    up_b = net.log.expect(PeerUp, "b")
+    assert up_b.time <= lost.time + 1.0 + 0.01 + EPS
+    assert not downs(net)

@@ -33,6 +33,7 @@ from hbproto.events import (
     Negotiated,
     ParametersChanged,
     PeerDown,
+    PeerRestarted,
     PeerUp,
     PiggybackReceived,
     RttSample,
@@ -1595,3 +1596,92 @@ def test_connection_piggyback_and_activity() -> None:
     exchange(later)
     events = list(iter(b.next_event, None))
     assert PiggybackReceived(b.session_id, b"load=3") in events
+
+
+# --- Second review: fixes pinned ---------------------------------------------------------------
+
+
+def test_a_client_never_binds_a_spoofed_opening_frame() -> None:
+    """[HB-SES-2], [HB-SES-5], section 12.2: an endpoint that does not accept sessions never
+    lets a frame with Your Identifier 0 bind its session (a blind attacker who knew only the
+    two addresses could otherwise pin it to a made-up identifier for good)."""
+    client = Endpoint(CONFIG, rng=random.Random(5), id_source=_ids(50))
+    server = ("198.51.100.7", 7373)
+    sid = client.connect(server, 0.0)
+    client.datagrams_to_send(0.0)
+    spoof = Peer(my_id=0x5EEDBEEF, addr=server)
+    client.receive_datagram(spoof.heartbeat(state=DOWN), server, 0.1)
+    assert client.snapshot(sid, 0.1).remote_id == 0
+    assert client.counters["unknown_session"] == 1
+
+
+def test_an_initiator_stuck_short_of_up_is_replaced() -> None:
+    """[HB-SM-8]: a session that learned a remote identifier but is not UP within
+    HANDSHAKE_TIMEOUT of opening is replaced by a fresh session, without a restart report."""
+    ep = Endpoint(CONFIG, accept=True, rng=random.Random(6), id_source=_ids(60))
+    other = ("198.51.100.8", 7373)
+    sid = ep.connect(other, 0.0)
+    ep.datagrams_to_send(0.0)
+    stranger = Peer(my_id=0x0BADC0DE, addr=other)
+    ep.receive_datagram(stranger.heartbeat(state=DOWN), other, 0.1)  # binds (simultaneous open)
+    assert ep.snapshot(sid, 0.1).remote_id == 0x0BADC0DE
+    ep.handle_timer(CONFIG.handshake_timeout)
+    assert sid not in ep.sessions
+    (new,) = ep.sessions.values()
+    assert (new.remote_id, new.initiator, new.addr) == (0, True, other)
+    assert not any(isinstance(e, PeerRestarted) for e in drain(ep))
+
+
+def test_a_rebinding_is_verified_only_by_echoing_the_probes_random_timestamp() -> None:
+    """[HB-UDP-8], [HB-UDP-9]: after a frame from a new address, the probe HEARTBEAT carries a
+    random Timestamp; an ACK from there that echoes its Sequence Number but not that Timestamp
+    (all an attacker who sees our counter can predict) does not move the session's traffic."""
+    ep, peer, sid = _fresh()
+    new_addr = ("203.0.113.9", 5555)
+    peer.addr = new_addr
+    ep.receive_datagram(peer.heartbeat(state=UP), new_addr, 0.3)
+    sent = ep.datagrams_to_send(0.3)
+    probes = [decode(d) for d, a in sent if a == new_addr and decode(d).type is HB]
+    assert len(probes) == 1
+    probe = probes[0]
+    assert not probe.tlvs  # bare, whatever the piggyback [HB-UDP-6]
+    forged = peer.frame(ACK, seq=probe.seq, timestamp=probe.timestamp ^ 1, your_id=sid)
+    ep.receive_datagram(encode(forged), new_addr, 0.31)
+    assert ep.snapshot(sid, 0.31).address == Peer().addr
+    assert ep.counters["unsolicited_ack"] == 1  # and it used up nothing
+    genuine = peer.frame(ACK, seq=probe.seq, timestamp=probe.timestamp, your_id=sid)
+    ep.receive_datagram(encode(genuine), new_addr, 0.32)
+    assert ep.snapshot(sid, 0.32).address == new_addr
+
+
+def test_no_peer_can_make_us_send_faster_than_min_tx() -> None:
+    """[HB-NEG-7]: a peer advertising R = 10 us to an endpoint with no rate of its own gets the
+    endpoint's floor (1 ms by default), not 100,000 HEARTBEATs a second."""
+    ep, _, sid = _established(Config(interval=None), Peer(required_rx=10))
+    assert ep.snapshot(sid, 0.0).negotiated.tx_interval == 0.001
+    ep2, _, sid2 = _established(Config(interval=None, min_tx=0.05), Peer(required_rx=10))
+    assert ep2.snapshot(sid2, 0.0).negotiated.tx_interval == 0.05
+
+
+def test_a_peer_speeding_up_is_judged_by_its_new_pace_while_it_polls() -> None:
+    """[HB-FREQ-6]: while a peer's HEARTBEATs carry P, gaps are judged against the faster of
+    its old and new D: a peer going from 1 s to 100 ms, whose Final is slow to come, is not
+    struck for using the new pace it is entitled to use at once [HB-POLL-4]."""
+    ep, peer, sid = _established(replace(CONFIG, max_strikes=2), Peer(desired_tx=1_000_000))
+    for t in (1.0, 2.0):
+        deliver(ep, peer, peer.heartbeat(state=UP), t)
+    peer.desired_tx = 100_000
+    t = 2.0
+    for _ in range(8):
+        t = round(t + 0.09, 6)
+        deliver(ep, peer, peer.heartbeat(state=UP, poll=True), t)
+    assert ep.counters["strikes"] == 0
+    assert ep.snapshot(sid, t).state is UP
+
+
+def test_idle_only_cannot_be_combined_with_min_rx_zero() -> None:
+    """[HB-TX-3]: with R = 0 the peer only answers HEARTBEATs; idle-only mode would stop them
+    while DATA flows, leaving nothing to detect the peer by."""
+    with pytest.raises(LocalProtocolError, match="idle_only"):
+        Config(idle_only=True, min_rx=0)
+    assert Config.mobile().min_rx == 0
