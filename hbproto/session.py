@@ -403,8 +403,18 @@ class Session:
 
     def _timers_changed(self) -> None:
         """Re-derive the negotiated values; re-arm what depends on them [HB-TX-6], [HB-DET-5]."""
+        before = self.detect_at
         changed = self._renegotiate()
         self._rearm_detection()
+        if (
+            self.r_eff == 0
+            and before is not None
+            and self.detect_at is not None
+            and self.detect_at < before
+        ):
+            # With R = 0 the peer's ACKs keep our old pace until HEARTBEATs go out at the new
+            # one: a shorter TxInterval must not bring the running deadline earlier.
+            self.detect_at = before
         if self.state is not _CLOSED:
             self._schedule_tx(self.last_tx)
         if changed and self.state is _UP:

@@ -1685,3 +1685,20 @@ def test_idle_only_cannot_be_combined_with_min_rx_zero() -> None:
     with pytest.raises(LocalProtocolError, match="idle_only"):
         Config(idle_only=True, min_rx=0)
     assert Config.mobile().min_rx == 0
+
+
+def test_with_r_zero_a_faster_local_pace_does_not_advance_the_deadline() -> None:
+    """[HB-DET-5], [HB-NEG-2]: with local R = 0 we detect the peer through the ACKs to our
+    HEARTBEATs. Switching from 10 s to 100 ms long after the last ACK must not fire detection
+    at once: the running deadline stays where the old pace put it."""
+    slow = Config(interval=10.0, min_rx=0, multiplier=3)
+    ep, _, sid = _established(slow)
+    before = ep.sessions[sid].detect_at
+    assert before is not None
+    ep.set_parameters(sid, 9.0, interval=0.1)
+    session = ep.sessions[sid]
+    assert session.detect_at is not None
+    assert session.detect_at >= before
+    ep.handle_timer(9.0)
+    # Neither a false down nor a false stall (which is how an early deadline would show).
+    assert not any(isinstance(e, PeerDown | LocalStall) for e in drain(ep))
