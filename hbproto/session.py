@@ -52,6 +52,7 @@ from .frame import (
 )
 from .state import LocalEvent, on_local, on_receive
 from .timers import (
+    ACK_BEYOND,
     ACK_WINDOW,
     BACKOFF_CAP_US,
     DEFAULT_INTERVAL_US,
@@ -139,6 +140,7 @@ _RARE_DEFAULTS: dict[str, Any] = {
     "probe": None,
     "piggyback": None,
     "close_code": 0,
+    "late_acks": (),
 }
 
 
@@ -151,6 +153,7 @@ class _Rare:
         "close_code",
         "exempt_at",
         "last_strike",
+        "late_acks",
         "piggyback",
         "probe",
         "replaces",
@@ -161,6 +164,7 @@ class _Rare:
     close_code: int
     exempt_at: tuple[float, float]
     last_strike: float
+    late_acks: tuple[int, ...]
     piggyback: bytes | None
     probe: tuple[Any, int, float, int] | None
     replaces: tuple[int, int] | None
@@ -265,6 +269,7 @@ class Session:
     probe = _RareField[tuple[Any, int, float, int] | None]()  # (addr, seq, at, token) [HB-UDP-8]
     piggyback = _RareField[bytes | None]()
     close_code = _RareField[int]()
+    late_acks = _RareField[tuple[int, ...]]()  # unacknowledged HEARTBEATs past the window
 
     def __init__(
         self,
@@ -433,7 +438,13 @@ class Session:
     def _next_seq(self, *, heartbeat: bool) -> int:
         seq = self.tx_seq
         self.tx_seq = (seq + 1) & _MASK32
-        self.ack_mask = ((self.ack_mask << 1) | heartbeat) & _ACK_MASK
+        mask = self.ack_mask
+        if mask >> (ACK_WINDOW - 1):
+            # An unacknowledged HEARTBEAT leaves the window (many DATA frames went out since):
+            # keep it among the 16 remembered beyond it [HB-ACK-5].
+            older = (seq - ACK_WINDOW) & _MASK32
+            self.late_acks = (*self.late_acks[1 - ACK_BEYOND :], older)
+        self.ack_mask = ((mask << 1) | heartbeat) & _ACK_MASK
         return seq
 
     def _may_trigger(self) -> bool:
@@ -633,9 +644,12 @@ class Session:
     def _accept_ack(self, seq: int) -> int:
         """[HB-ACK-5]: 0 to discard, 1 to accept, 2 to accept as current [HB-SM-1]."""
         back = (self.tx_seq - 1 - seq) & _MASK32
-        if back >= ACK_WINDOW or not (self.ack_mask >> back) & 1:
+        if back < ACK_WINDOW and (self.ack_mask >> back) & 1:
+            self.ack_mask &= ~(1 << back)
+        elif seq in self.late_acks:
+            self.late_acks = tuple(s for s in self.late_acks if s != seq)
+        else:
             return 0
-        self.ack_mask &= ~(1 << back)
         top = self.ack_top
         if top is None or 0 < ((seq - top) & _MASK32) < _HALF32:
             self.ack_top = seq

@@ -12,6 +12,7 @@ from functools import lru_cache
 from random import Random
 
 __all__ = [
+    "ACK_BEYOND",
     "ACK_WINDOW",
     "BACKOFF_CAP_US",
     "DEFAULT_INTERVAL_US",
@@ -36,6 +37,7 @@ DEFAULT_INTERVAL_US = 1_000_000  # [HB-NEG-1] when neither side states a rate
 SLOW_START_INTERVAL_US = 1_000_000  # [HB-TX-2] floor on the periodic interval before UP
 REPLAY_WINDOW = 64  # [HB-SEQ-3]
 ACK_WINDOW = 1024  # [HB-ACK-5]: how far back an ACK may reach, in our sequence numbers
+ACK_BEYOND = 16  # [HB-ACK-5]: unacknowledged HEARTBEATs still remembered past that window
 BACKOFF_CAP_US = 60_000_000  # [HB-TX-7]
 DEFAULT_REMOTE_MULT = 3  # [HB-NEG-6]
 MAX_EXEMPT = 2  # [HB-FREQ-6]

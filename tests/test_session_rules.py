@@ -1702,3 +1702,19 @@ def test_with_r_zero_a_faster_local_pace_does_not_advance_the_deadline() -> None
     ep.handle_timer(9.0)
     # Neither a false down nor a false stall (which is how an early deadline would show).
     assert not any(isinstance(e, PeerDown | LocalStall) for e in drain(ep))
+
+
+def test_an_ack_survives_many_data_frames_sent_in_the_meantime() -> None:
+    """[HB-ACK-5]: more than 1024 DATA frames between a HEARTBEAT and its ACK push the
+    HEARTBEAT out of the 1024-sequence window; it is still remembered (among 16), so its ACK is
+    accepted, while a second ACK for it, or one for a HEARTBEAT never sent, is not."""
+    ep, peer, sid = _established()
+    hb = next(f for f in _run(ep, 0.2, peer) if f[1].type is HB)[1]
+    for i in range(1500):
+        ep.send(sid, b"%d" % i, 0.2)
+    ep.datagrams_to_send(0.2)
+    ep.receive_datagram(peer.ack(hb), peer.addr, 0.21)
+    assert ep.counters["unsolicited_ack"] == 0
+    assert ep.snapshot(sid, 0.21).srtt is not None
+    ep.receive_datagram(peer.ack(hb), peer.addr, 0.22)
+    assert ep.counters["unsolicited_ack"] == 1
