@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import heapq
 import secrets
-import struct
 from collections import Counter, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
@@ -32,12 +31,11 @@ from .config import Config
 from .errors import FrameError, LocalProtocolError
 from .events import DetectedBy, DownReason, Event, LocalStall, PeerDown, PeerRestarted
 from .frame import PIGGYBACK_MAX, UDP_MAX_FRAME, CloseCode, State, decode, encode_interval
-from .session import Session, SessionInfo
+from .session import BARE_HEARTBEAT, Session, SessionInfo
 
 __all__ = ["UNCHANGED", "Endpoint", "Limits"]
 
 Address = Hashable
-_YOUR_ID = struct.Struct(">I")
 _BARE_HEARTBEAT_START = 0x11  # version 1, HEARTBEAT
 _RATE_FLOORS_KEPT = 4096  # peers remembered for [HB-FREQ-4] back-off
 
@@ -185,8 +183,9 @@ class Endpoint:
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Process one datagram. Invalid input is dropped and counted; this never raises."""
         if len(data) == 28 and data[0] == _BARE_HEARTBEAT_START:
-            fast = self.sessions.get(_YOUR_ID.unpack_from(data, 8)[0])
-            if fast is not None and fast.fast_heartbeat(data, addr, now):
+            fields = BARE_HEARTBEAT.unpack(data)  # unpacked once, for both steps
+            fast = self.sessions.get(fields[3])
+            if fast is not None and fast.fast_heartbeat(data, fields, addr, now):
                 return  # only later deadlines moved: the heap needs nothing
         try:
             frame = decode(data, self.limits.max_frame)

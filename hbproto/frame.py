@@ -458,32 +458,22 @@ def _parse_tlvs(data: bytes, end: int) -> tuple[Tlv, ...]:
 def encode(frame: Frame) -> bytes:
     """Encode ``frame``. Raises :class:`~hbproto.errors.LocalProtocolError` if it is invalid."""
     _check_for_send(frame)
-    size = frame.size
-    head = (
-        (VERSION << _VER_SHIFT)
-        | (frame.type << _TYPE_SHIFT)
-        | (frame.state << _STATE_SHIFT)
-        | (frame.poll << _POLL_SHIFT)
-        | (frame.final << _FINAL_SHIFT)
-        | (frame.mult << _MULT_SHIFT)
+    return pack(
+        frame.type,
+        frame.state,
+        frame.poll,
+        frame.final,
+        frame.mult,
+        frame.my_id,
+        frame.your_id,
+        frame.seq,
+        frame.timestamp,
+        encode_interval(frame.desired_tx),
+        encode_interval(frame.required_rx),
+        b"".join([pack_tlv(tlv_type, value) for tlv_type, value in frame.tlvs])
+        if frame.tlvs
+        else b"",
     )
-    out = bytearray(
-        _FIXED.pack(
-            head,
-            size,
-            frame.my_id,
-            frame.your_id,
-            frame.seq,
-            frame.timestamp,
-            encode_interval(frame.desired_tx),
-            encode_interval(frame.required_rx),
-        )
-    )
-    for tlv_type, value in frame.tlvs:
-        out += _TLV_HEAD.pack(tlv_type, len(value))
-        out += value
-    out += _CRC.pack(zlib.crc32(out))
-    return bytes(out)
 
 
 def _check_for_send(frame: Frame) -> None:

@@ -88,7 +88,7 @@ _HEARTBEAT, _ACK = FrameType.HEARTBEAT, FrameType.ACK
 _DATA, _CLOSE = FrameType.DATA, FrameType.CLOSE
 # The fast path's view of a bare HEARTBEAT: head (version..Mult), Length, My Identifier, Your
 # Identifier, Sequence Number, Timestamp, both interval codes as one field, CRC.
-_BARE_HEARTBEAT = struct.Struct(">HHIIIIII")
+BARE_HEARTBEAT = struct.Struct(">HHIIIIII")
 _HEAD_POLL = 1 << 5  # the P bit within that head (SPEC 4.1); a poll must be answered with F
 _OFFSET_MIX = 0x9E3779B1  # odd, so distinct identifiers give distinct timestamp offsets
 
@@ -450,6 +450,34 @@ class Session:
     def _may_trigger(self) -> bool:
         return self.verified or self.initiator
 
+    def _frame(
+        self,
+        ftype: FrameType,
+        state: State,
+        your_id: int,
+        seq: int,
+        timestamp: int,
+        *,
+        poll: bool = False,
+        final: bool = False,
+        tlvs: bytes = b"",
+    ) -> bytes:
+        """One of our own frames: our Mult, identifier and intervals, with the given rest."""
+        return pack(
+            ftype,
+            state,
+            poll,
+            final,
+            self.mult,
+            self.local_id,
+            your_id,
+            seq,
+            timestamp,
+            self.d_code,
+            self.r_code,
+            tlvs,
+        )
+
     def send_heartbeat(
         self, now: float, addr: Any = None, *, periodic: bool = True, timestamp: int | None = None
     ) -> int:
@@ -464,19 +492,14 @@ class Session:
             if self.piggyback is None or addr is not None
             else pack_tlv(TlvType.PAYLOAD, self.piggyback)
         )
-        data = pack(
+        data = self._frame(
             _HEARTBEAT,
             self.state,
-            self.poll_seq is not None,
-            False,
-            self.mult,
-            self.local_id,
             self.remote_id,
             seq,
             self._timestamp(now) if timestamp is None else timestamp,
-            self.d_code,
-            self.r_code,
-            tlvs,
+            poll=self.poll_seq is not None,
+            tlvs=tlvs,
         )
         self.owner._transmit(self, data, self.addr if addr is None else addr)
         if periodic:
@@ -490,18 +513,9 @@ class Session:
             self._schedule_tx(now)
 
     def _send_ack(self, frame: Frame, addr: Any, now: float) -> None:
-        data = pack(
-            _ACK,
-            self.state,
-            False,
-            frame.poll,  # [HB-ACK-1]: F answers P
-            self.mult,
-            self.local_id,
-            frame.my_id,
-            frame.seq,
-            frame.timestamp,
-            self.d_code,
-            self.r_code,
+        # [HB-ACK-1]: echo Sequence Number and Timestamp; F answers P.
+        data = self._frame(
+            _ACK, self.state, frame.my_id, frame.seq, frame.timestamp, final=frame.poll
         )
         self.owner._transmit(self, data, addr)  # [HB-UDP-4]: to where the HEARTBEAT came from
         self._sent_other(now)
@@ -516,19 +530,13 @@ class Session:
                 f"message of {len(payload)} bytes makes a {size}-byte frame; "
                 f"this transport carries at most {max_frame}"
             )
-        data = pack(
+        data = self._frame(
             _DATA,
             _UP,
-            False,
-            False,
-            self.mult,
-            self.local_id,
             self.remote_id,
             self._next_seq(heartbeat=False),
             self._timestamp(now),
-            self.d_code,
-            self.r_code,
-            pack_tlv(TlvType.PAYLOAD, payload),
+            tlvs=pack_tlv(TlvType.PAYLOAD, payload),
         )
         self.owner._transmit(self, data, self.addr)
         self._sent_other(now)
@@ -540,19 +548,8 @@ class Session:
             tlvs = pack_tlv(TlvType.CLOSE_TEXT, raw)
             if limit is not None and MIN_FRAME + len(tlvs) > limit:
                 tlvs = b""  # never answer with more bytes than arrived [HB-CLOSE-2]
-        return pack(
-            _CLOSE,
-            _CLOSED,
-            False,
-            False,
-            self.mult,
-            self.local_id,
-            self.remote_id,
-            self._next_seq(heartbeat=False),
-            code,
-            self.d_code,
-            self.r_code,
-            tlvs,
+        return self._frame(
+            _CLOSE, _CLOSED, self.remote_id, self._next_seq(heartbeat=False), code, tlvs=tlvs
         )
 
     def close(self, code: int, text: str | None, now: float, *, linger: bool) -> None:
@@ -656,7 +653,7 @@ class Session:
             return 2
         return 1
 
-    def fast_heartbeat(self, data: bytes, addr: Any, now: float) -> bool:
+    def fast_heartbeat(self, data: bytes, fields: tuple[int, ...], addr: Any, now: float) -> bool:
         """Handle a routine HEARTBEAT without building a :class:`Frame`, or return False.
 
         Routine means: a bare 28-byte HEARTBEAT without P whose first bytes and interval codes equal
@@ -667,7 +664,7 @@ class Session:
         (:meth:`receive`) does for such a frame; anything else is left to the full path, and
         nothing is changed before that decision.
         """
-        head, length, my_id, _, seq, ts, codes, crc = _BARE_HEARTBEAT.unpack(data)
+        head, length, my_id, _, seq, ts, codes, crc = fields
         last = self.last_hb_rx
         if (
             last is None

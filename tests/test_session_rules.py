@@ -53,6 +53,7 @@ from hbproto.frame import (
     encode_interval,
     pack,
     pack_tlv,
+    schema_encode,
 )
 from hbproto.timers import (
     detection_time_us,
@@ -1554,6 +1555,7 @@ def test_pack_is_byte_identical_to_encode(frame: Frame) -> None:
         tlv_area,
     )
     assert packed == encode(frame)
+    assert packed == schema_encode(frame)  # encode uses pack: the construct schema is the judge
 
 
 def test_pack_catches_a_difference() -> None:
