@@ -138,7 +138,7 @@ class Connection:
         if self.ended:
             return
         if not data:
-            self._transport_closed()
+            self.transport_failed(DownReason.TRANSPORT_CLOSED, now)
             return
         deframer = self._deframer
         try:
@@ -166,20 +166,27 @@ class Connection:
         session.receive(frame, None, now, len(raw))
         self._after(was_up, now)
 
-    def _transport_closed(self) -> None:
+    def transport_failed(self, reason: DownReason, now: float) -> None:
+        """The byte stream ended without a CLOSE: at end of stream (``TRANSPORT_CLOSED``), or by
+        an error the kernel reported, such as a reset or an expired kernel keepalive.
+
+        A session that was UP is reported down for ``reason`` [HB-TCP-7]; the connection ends.
+        """
+        if self.ended:
+            return
         session = self.session
         if session.state is State.UP:
-            silent = 0.0
+            last = session.last_rx
             self.events.append(
                 PeerDown(
                     session.local_id,
-                    DownReason.TRANSPORT_CLOSED,
-                    DetectedBy.REMOTE,
-                    silent,
+                    reason,
+                    DetectedBy.REMOTE if reason is DownReason.TRANSPORT_CLOSED else DetectedBy.LOCAL,
+                    0.0 if last is None else max(0.0, now - last),
                     None if session.dt_us is None else session.dt_us / _US,
                 )
             )
-        self._end(DownReason.TRANSPORT_CLOSED)
+        self._end(reason)
 
     # --- Output and time ----------------------------------------------------------------------
 

@@ -39,6 +39,11 @@ class DownReason(Enum):
     TRANSPORT_CLOSED = "transport_closed"  # the byte stream ended without a CLOSE [HB-TCP-7]
     PROTOCOL_ERROR = "protocol_error"  # the byte stream could not be framed [HB-TCP-3]
     PARTIAL_FRAME_TIMEOUT = "partial_frame_timeout"  # a frame never finished [HB-TCP-4]
+    # Failures the kernel reports on a stream, passed in with Connection.transport_failed:
+    CONNECTION_RESET = "connection_reset"  # the peer's kernel reset the connection
+    KERNEL_KEEPALIVE = "kernel_keepalive"  # TCP keepalive probes went unanswered
+    KERNEL_USER_TIMEOUT = "kernel_user_timeout"  # TCP_USER_TIMEOUT: data stayed unacknowledged
+    SEND_BLOCKED = "send_blocked"  # the peer stopped reading: writes blocked [HB-TCP-9]
 
 
 class DetectedBy(Enum):

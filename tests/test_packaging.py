@@ -16,5 +16,6 @@ def test_every_console_script_points_at_a_callable() -> None:
         assert callable(getattr(importlib.import_module(module), attribute)), name
 
 
-def test_the_package_is_typed() -> None:
+def test_the_packages_are_typed() -> None:
     assert (ROOT / "hbproto" / "py.typed").exists()
+    assert (ROOT / "transports" / "py.typed").exists()

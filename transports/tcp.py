@@ -1,0 +1,545 @@
+"""hbproto over TCP with trio: one :class:`~hbproto.Connection` per connection.
+
+:class:`StreamDriver` runs one connection with two tasks. The reader waits for bytes or for the
+core's next deadline, whichever comes first, feeds the core, runs its timers and hands its
+events to the application. The writer sends what the core produced, so a peer that stops
+reading can block only the writer: the reader's timers still run, and a write that stays blocked
+for longer than the detection time ends the connection [HB-TCP-9]. Kernel keepalive and
+TCP_USER_TIMEOUT can be set on the socket as well [HB-TCP-10]; whichever mechanism ends the
+connection first is the one :class:`~hbproto.PeerDown` names.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from random import Random
+from typing import Any
+
+import trio
+
+from hbproto import (
+    CloseCode,
+    Config,
+    Connection,
+    ConnectionEnded,
+    DownReason,
+    Event,
+    LocalProtocolError,
+    PeerDown,
+    PeerUp,
+    SessionClosed,
+    SessionInfo,
+)
+
+from ._base import Backoff, Observer, Peer, Server, close_reason, describe_reason
+from .address import Address, SockAddr
+from .errors import ConnectFailed, NotConnected, os_reason
+from .events import Reconnecting, TransportOpened
+from .kernel import KernelTimeouts, classify_failure
+
+__all__ = ["StreamDriver", "TcpPeer", "TcpServer"]
+
+_RECEIVE_SIZE = 65536
+_HIGH_WATER = 1 << 20  # bytes queued for the writer before send() makes the application wait
+_LINGER_MAX = 1.0  # longest wait for the peer's end of stream after our CLOSE [HB-TCP-6]
+
+
+def _socket_of(stream: trio.abc.Stream) -> Any:
+    return stream.socket if isinstance(stream, trio.SocketStream) else None
+
+
+def _addresses(stream: trio.abc.Stream) -> tuple[SockAddr, SockAddr]:
+    sock = _socket_of(stream)
+    if sock is None:
+        return ("memory", 0), ("memory", 0)
+    local, remote = sock.getsockname(), sock.getpeername()
+    return (str(local[0]), int(local[1])), (str(remote[0]), int(remote[1]))
+
+
+class StreamDriver:
+    """Drives one :class:`~hbproto.Connection` over one trio stream until it ends."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        conn: Connection,
+        emit: Callable[[Event], Awaitable[None]],
+        counters: Counter[str],
+    ) -> None:
+        self.stream = stream
+        self.conn = conn
+        self._emit = emit
+        self.counters = counters
+        self._out = bytearray()
+        self._out_ready = trio.Event()
+        self._room = trio.Event()
+        self._room.set()
+        self._wait: trio.CancelScope | None = None
+        self._writing_since: float | None = None
+        self._idle = trio.Event()  # set while the writer has nothing queued or in flight
+        self._idle.set()
+        self._broken = False
+
+    # --- For the application's verbs ----------------------------------------------------------
+
+    def flush(self) -> None:
+        """Queue what the core has to send, wake the writer, and re-arm the reader's wait."""
+        data = self.conn.data_to_send()
+        if data:
+            self._out += data
+            self._out_ready.set()
+            if self._idle.is_set():
+                self._idle = trio.Event()
+            if len(self._out) > _HIGH_WATER and self._room.is_set():
+                self._room = trio.Event()
+        self._rearm()
+
+    async def wait_for_room(self) -> None:
+        """Wait until the writer's queue is below the high-water mark (back-pressure)."""
+        await self._room.wait()
+
+    def _rearm(self) -> None:
+        wait = self._wait
+        if wait is not None:
+            wait.deadline = -math.inf if self.conn.events else self._deadline()
+
+    def _deadline(self) -> float:
+        timer = self.conn.get_timer()
+        deadline = math.inf if timer is None else timer
+        stalled = self._stall_deadline()
+        return deadline if stalled is None else min(deadline, stalled)
+
+    def _stall_deadline(self) -> float | None:
+        """[HB-TCP-9]: when a blocked write means the peer is not reading."""
+        dt = self.conn.session.dt_us
+        if self._writing_since is None or dt is None:
+            return None
+        return self._writing_since + dt / 1_000_000
+
+    # --- The tasks ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until the connection ends; then flush, shut down and close the stream."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer)
+                await self._reader()
+                await self._finish()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.stream)
+
+    async def _reader(self) -> None:
+        conn = self.conn
+        while True:
+            self.flush()
+            while (event := conn.next_event()) is not None:
+                await self._emit(event)
+            if conn.ended:
+                return
+            now = trio.current_time()
+            timer = conn.get_timer()
+            if timer is not None and timer <= now:
+                conn.handle_timer(now)
+                continue
+            stalled = self._stall_deadline()
+            if stalled is not None and stalled <= now:
+                self.counters["send_blocked"] += 1
+                conn.transport_failed(DownReason.SEND_BLOCKED, now)
+                continue
+            with trio.CancelScope(deadline=self._deadline()) as wait:
+                self._wait = wait
+                try:
+                    data = await self.stream.receive_some(_RECEIVE_SIZE)
+                except trio.BrokenResourceError as exc:
+                    self._failed(exc)
+                else:
+                    conn.receive_data(bytes(data), trio.current_time())
+            self._wait = None
+
+    async def _writer(self) -> None:
+        while True:
+            if not self._out:
+                self._idle.set()
+                self._out_ready = trio.Event()
+                await self._out_ready.wait()
+                continue
+            chunk = bytes(self._out)
+            self._out.clear()
+            self._writing_since = trio.current_time()
+            self._rearm()
+            try:
+                await self.stream.send_all(chunk)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._failed(exc)
+                self._idle.set()
+                return
+            finally:
+                self._writing_since = None
+            if len(self._out) <= _HIGH_WATER:
+                self._room.set()
+
+    def _failed(self, exc: BaseException) -> None:
+        """The kernel reported an error: name the mechanism and end the connection."""
+        self._broken = True
+        cause = exc.__cause__ or exc.__context__
+        reason = classify_failure(cause, _socket_of(self.stream))
+        self.counters[reason.value] += 1
+        self.conn.transport_failed(reason, trio.current_time())
+        self._rearm()
+
+    async def _finish(self) -> None:
+        """Send the CLOSE still queued, shut down our side, and give the peer a moment to read
+        it before the socket closes, so that a reset cannot destroy it [HB-TCP-6]."""
+        if self._broken:
+            return
+        session = self.conn.session
+        if session.srtt is not None:
+            linger = max(4 * session.srtt, 0.05)
+        else:  # a responder measures no RTT: a detection time is long enough for anyone
+            linger = _LINGER_MAX if session.dt_us is None else session.dt_us / 1_000_000
+        with trio.move_on_after(min(linger, _LINGER_MAX)):
+            await self._idle.wait()
+            if self._broken:
+                return
+            try:
+                if isinstance(self.stream, trio.abc.HalfCloseableStream):
+                    await self.stream.send_eof()
+                while await self.stream.receive_some(_RECEIVE_SIZE):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # a reset now costs nothing: the session has already ended
+
+
+class _Links:
+    """The connections a TCP endpoint holds, by session handle (unique within it)."""
+
+    def __init__(self) -> None:
+        self.by_session: dict[int, StreamDriver] = {}
+
+    def new_id(self) -> int:
+        while True:
+            candidate = secrets.randbits(32)
+            if candidate and candidate not in self.by_session:
+                return candidate
+
+    def get(self, session: int) -> StreamDriver:
+        try:
+            return self.by_session[session]
+        except KeyError:
+            raise NotConnected(f"no session {session:#010x}") from None
+
+
+async def _send_on(driver: StreamDriver, data: bytes) -> None:
+    try:
+        driver.conn.send(data, trio.current_time())
+    except LocalProtocolError as exc:
+        raise NotConnected(str(exc)) from None
+    driver.conn.note_activity(trio.current_time())
+    driver.flush()
+    await driver.wait_for_room()
+    await trio.lowlevel.checkpoint()
+
+
+class TcpServer(Server):
+    """A TCP responder: one connection, one session, per peer [HB-TCP-2]."""
+
+    def __init__(
+        self,
+        address: Address,
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+        config: Config,
+        *,
+        kernel: KernelTimeouts | None = None,
+        observer: Observer,
+        max_events: int = 1024,
+        max_connections: int = 10_000,
+        rng: Random | None = None,
+    ) -> None:
+        super().__init__(address, config, observer=observer, max_events=max_events)
+        self.listeners = listeners
+        self.kernel = kernel
+        self.max_connections = max_connections
+        self.rng = rng or Random()
+        self._links = _Links()
+        self._remotes: dict[int, SockAddr] = {}
+        self._all_gone = trio.Event()
+        self._core_counters: Counter[str] = Counter()
+        self._nursery: trio.Nursery | None = None
+        self._closed = False
+
+    @property
+    def local_address(self) -> SockAddr:
+        first = self.listeners[0] if self.listeners else None
+        if not isinstance(first, trio.SocketListener):
+            return ("memory", 0)
+        name = first.socket.getsockname()
+        return (str(name[0]), int(name[1]))
+
+    @property
+    def counters(self) -> Counter[str]:
+        total = self._core_counters + self.transport_counters
+        for driver in self._links.by_session.values():
+            total += driver.conn.counters
+        return total
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for listener in self.listeners:
+                    nursery.start_soon(self._accept, listener)
+        finally:
+            self._pipe.finish()
+
+    async def _accept(self, listener: trio.abc.Listener[trio.abc.Stream]) -> None:
+        async with listener:
+            while True:
+                stream = await listener.accept()
+                if len(self._links.by_session) >= self.max_connections or self._closed:
+                    self.transport_counters["refused"] += 1
+                    await trio.aclose_forcefully(stream)
+                    continue
+                assert self._nursery is not None
+                self._nursery.start_soon(self.handle_stream, stream)
+
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one accepted stream until its connection ends (the accept loop calls this;
+        tests call it with in-memory streams)."""
+        kernel = KernelTimeouts()
+        sock = _socket_of(stream)
+        if sock is not None:
+            kernel = (self.kernel or KernelTimeouts()).apply(sock)
+        conn = Connection(
+            self.config,
+            initiator=False,
+            now=trio.current_time(),
+            rng=self.rng,
+            id_source=self._links.new_id,
+        )
+        driver = StreamDriver(stream, conn, self._pipe.emit, self.transport_counters)
+        self._links.by_session[conn.session_id] = driver
+        local, remote = _addresses(stream)
+        self._remotes[conn.session_id] = remote
+        try:
+            await self._pipe.emit(TransportOpened(conn.session_id, local, remote, kernel))
+            await driver.run()
+        finally:
+            del self._links.by_session[conn.session_id]
+            del self._remotes[conn.session_id]
+            self._core_counters += conn.counters
+            if not self._links.by_session:
+                self._all_gone.set()
+
+    async def send(self, session: int, data: bytes) -> None:
+        await _send_on(self._links.get(session), data)
+
+    async def close_session(
+        self, session: int, code: int = CloseCode.SHUTDOWN, text: str | None = None
+    ) -> None:
+        driver = self._links.get(session)
+        driver.conn.close(trio.current_time(), code, text)
+        driver.flush()
+        await trio.lowlevel.checkpoint()
+
+    def snapshot(self, session: int) -> SessionInfo:
+        info = self._links.get(session).conn.snapshot(trio.current_time())
+        info.address = self._remotes.get(session)
+        return info
+
+    def set_piggyback(self, session: int, data: bytes | None) -> None:
+        self._links.get(session).conn.set_piggyback(data)
+
+    def sessions(self) -> list[SessionInfo]:
+        return [self.snapshot(session) for session in list(self._links.by_session)]
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        now = trio.current_time()
+        for driver in list(self._links.by_session.values()):
+            driver.conn.close(now)
+            driver.flush()
+        if self._links.by_session:
+            self._all_gone = trio.Event()
+            with trio.move_on_after(2 * _LINGER_MAX):
+                await self._all_gone.wait()
+
+
+StreamOpener = Callable[[], Awaitable[trio.abc.Stream]]
+
+
+class TcpPeer(Peer):
+    """A TCP initiator: one connection, one session, to one server.
+
+    ``open_stream`` makes the connection (default: ``trio.open_tcp_stream`` to ``address``).
+    Without ``reconnect`` the peer finishes when its connection ends; with it, the peer opens a
+    new connection after a back-off with jitter, reported as :class:`Reconnecting`.
+    """
+
+    def __init__(
+        self,
+        address: Address,
+        config: Config,
+        *,
+        kernel: KernelTimeouts | None = None,
+        reconnect: Backoff | None = None,
+        observer: Observer,
+        max_events: int = 1024,
+        rng: Random | None = None,
+        open_stream: StreamOpener | None = None,
+    ) -> None:
+        super().__init__(address, config, observer=observer, max_events=max_events)
+        self.kernel = kernel
+        self.reconnect = reconnect
+        self.rng = rng or Random()
+        self._open_stream = open_stream or self._open_tcp
+        self._driver: StreamDriver | None = None
+        self._piggyback: bytes | None = None
+        self._local: SockAddr | None = None
+        self._core_counters: Counter[str] = Counter()
+        self._close_request: tuple[int, str | None] | None = None
+        self._up_once = False  # the current connection's session came up
+        self._ended_reason = ""
+
+    # --- Peer interface -----------------------------------------------------------------------
+
+    @property
+    def session(self) -> int | None:
+        return None if self._driver is None else self._driver.conn.session_id
+
+    @property
+    def local_address(self) -> SockAddr | None:
+        return self._local
+
+    @property
+    def counters(self) -> Counter[str]:
+        total = self._core_counters + self.transport_counters
+        if self._driver is not None:
+            total += self._driver.conn.counters
+        return total
+
+    async def send(self, data: bytes) -> None:
+        if self._driver is None or not self._up:
+            await trio.lowlevel.checkpoint()
+            raise NotConnected(f"no session is up with {self.address}")
+        await _send_on(self._driver, data)
+
+    async def close(self, code: int = CloseCode.SHUTDOWN, text: str | None = None) -> None:
+        await trio.lowlevel.checkpoint()
+        if self._finished.is_set() or self._close_request is not None:
+            return
+        self._close_request = (code, text)
+        if self.end_reason is None:
+            self.end_reason = "closed"
+        driver = self._driver
+        if driver is not None and not driver.conn.ended:
+            driver.conn.close(trio.current_time(), code, text)
+            driver.flush()
+        else:
+            self._finish()
+
+    def snapshot(self) -> SessionInfo | None:
+        if self._driver is None:
+            return None
+        return self._driver.conn.snapshot(trio.current_time())
+
+    def set_piggyback(self, data: bytes | None) -> None:
+        self._piggyback = data
+        if self._driver is not None:
+            self._driver.conn.set_piggyback(data)
+
+    # --- The task -----------------------------------------------------------------------------
+
+    async def _open_tcp(self) -> trio.abc.Stream:
+        try:
+            return await trio.open_tcp_stream(self.address.host, self.address.port)
+        except OSError as exc:
+            # trio tries every address and wraps the failures in a group: report the first.
+            group = exc.__cause__
+            if isinstance(group, BaseExceptionGroup):
+                first = group.exceptions[0]
+                if isinstance(first, OSError):
+                    raise first from None
+            raise
+
+    async def run(self) -> None:
+        """Connect, serve the connection, and reconnect if asked, until the peer finishes."""
+        attempt = 0
+        try:
+            while self._close_request is None:
+                reason = await self._one_connection()
+                if self._close_request is not None:
+                    break
+                if self._up_once:
+                    attempt = 0
+                if self.reconnect is None:
+                    if not self._up_once:
+                        self.failure = ConnectFailed(
+                            f"cannot open a session with {self.address}: {reason}"
+                        )
+                    self.end_reason = reason
+                    break
+                attempt += 1
+                delay = self.reconnect.delay(attempt, self.rng)
+                await self._pipe.emit(Reconnecting(attempt, delay, reason))
+                await trio.sleep(delay)
+        finally:
+            self._finish()
+            self._pipe.finish()
+
+    async def _one_connection(self) -> str:
+        """Open one connection and serve it until it ends; say why it ended."""
+        self._up_once = False
+        try:
+            with trio.fail_after(self.config.handshake_timeout):
+                stream = await self._open_stream()
+        except OSError as exc:
+            return os_reason(exc)
+        except trio.TooSlowError:
+            return f"no connection within {self.config.handshake_timeout:g} s"
+        kernel = KernelTimeouts()
+        sock = _socket_of(stream)
+        if sock is not None:
+            kernel = (self.kernel or KernelTimeouts()).apply(sock)
+        conn = Connection(self.config, initiator=True, now=trio.current_time(), rng=self.rng)
+        if self._piggyback is not None:
+            conn.set_piggyback(self._piggyback)
+        driver = StreamDriver(stream, conn, self._on_event, self.transport_counters)
+        self._driver = driver
+        self._local, remote = _addresses(stream)
+        self._ended_reason = ""
+        try:
+            await self._pipe.emit(TransportOpened(conn.session_id, self._local, remote, kernel))
+            await driver.run()
+        finally:
+            self._core_counters += conn.counters
+            self._driver = None
+            self._up = False
+        return self._ended_reason or "the connection ended"
+
+    async def _on_event(self, event: Event) -> None:
+        await self._pipe.emit(event)
+        if isinstance(event, PeerUp):
+            self._up = self._up_once = True
+            self._signal()
+        elif isinstance(event, PeerDown):
+            self._up = False
+            self._ended_reason = describe_reason(event.reason)
+        elif isinstance(event, SessionClosed) and event.by_peer:
+            self._ended_reason = f"closed by the peer ({close_reason(event.code)})"
+        elif isinstance(event, ConnectionEnded) and event.reason is not None:
+            # The reason of a PeerDown or CLOSE before it says more; else this one does.
+            self._ended_reason = self._ended_reason or describe_reason(event.reason)
+
+    def _finish(self) -> None:
+        if not self._finished.is_set():
+            if self.end_reason is None:
+                self.end_reason = "closed"
+            self._finished.set()
+            self._signal()
