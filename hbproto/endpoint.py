@@ -30,14 +30,23 @@ from typing import Any
 from .config import Config
 from .errors import FrameError, LocalProtocolError
 from .events import DetectedBy, DownReason, Event, LocalStall, PeerDown, PeerRestarted
-from .frame import PIGGYBACK_MAX, UDP_MAX_FRAME, CloseCode, State, decode, encode_interval
+from .frame import (
+    PIGGYBACK_MAX,
+    UDP_MAX_FRAME,
+    CloseCode,
+    Frame,
+    State,
+    decode,
+    encode_interval,
+)
 from .session import BARE_HEARTBEAT, Session, SessionInfo
+from .timers import BACKOFF_CAP_US, SLOW_START_INTERVAL_US
 
 __all__ = ["UNCHANGED", "Endpoint", "Limits"]
 
 Address = Hashable
 _BARE_HEARTBEAT_START = 0x11  # version 1, HEARTBEAT
-_RATE_FLOORS_KEPT = 4096  # peers remembered for [HB-FREQ-4] back-off
+_PEERS_KEPT = 4096  # peers remembered for the back-offs of [HB-FREQ-4] and [HB-CLOSE-6]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +104,12 @@ class Endpoint:
         self.ends_on_down = False
         # Sessions a frame with Your Identifier 0 may still belong to [HB-SES-2]: those whose
         # address the peer has not yet verified, by (address, remote id), and initiators that
-        # have not yet learned a remote identifier, by address.
+        # have not yet learned a remote identifier, by address, first opened first.
         self._pending_by_remote: dict[tuple[Address, int], Session] = {}
-        self._unbound: dict[Address, Session] = {}
+        self._unbound: dict[Address, list[Session]] = {}
+        # Initiators that a frame with Your Identifier 0 bound (a simultaneous open), by remote
+        # id, with the host that frame came from: copies of it are stale [HB-SES-7].
+        self._bound: dict[int, tuple[Hashable, Session]] = {}
         self._half_open = 0
         # The sessions peers created, by source host: one identifier when the host has one
         # session (the common case, and one dict entry per session), a list when it has more.
@@ -106,6 +118,7 @@ class Endpoint:
         self._stall_late = 0.0
         self._stall_spared = 0
         self._rate_floor: dict[Address, int] = {}
+        self._refusals: dict[Address, tuple[int, float]] = {}  # (count, not before) [HB-CLOSE-6]
 
     # --- Verbs --------------------------------------------------------------------------------
 
@@ -117,9 +130,7 @@ class Endpoint:
         if floor is not None and (desired is None or desired < floor):
             # [HB-FREQ-4]: this peer closed us for sending too often; stay slower.
             config = replace(config, interval=floor / 1_000_000)
-        session = self._new_session(config, addr, now, initiator=True)
-        self._unbound.setdefault(addr, session)
-        session.expire_at = now + config.handshake_timeout  # [HB-TX-7]
+        session = self._open(config, addr, now)
         self._schedule(session)
         return session.local_id
 
@@ -137,6 +148,7 @@ class Endpoint:
         if not 0 <= code <= 0xFFFFFFFF:
             raise LocalProtocolError(f"close code {code} does not fit in 32 bits")
         s.close(code, text, now, linger=True)
+        self._unwait(s)  # a CLOSED session binds nothing [HB-SES-2]
         self._schedule(s)
 
     def set_parameters(
@@ -201,32 +213,76 @@ class Endpoint:
         else:
             session = self._pending_by_remote.get((addr, frame.my_id))  # [HB-SES-2]
             if session is None:
+                opened = self._opened_by(frame.my_id, addr)
+                if opened is not None:
+                    opened.discard_opening_copy(frame)  # [HB-SES-7]
+                    return
                 # A simultaneous open [HB-SES-2]: only an endpoint that accepts sessions binds,
                 # so a spoofed opening frame can never capture a pure client's session.
-                session = self._unbound.pop(addr, None) if self.accept else None
-                if session is not None and session.remote_id == 0:
-                    self._pending_by_remote[(addr, frame.my_id)] = session
-                else:
-                    session = self._accept(frame.my_id, addr, now)
-                    if session is None:
-                        return
-                    session.receive(frame, addr, now, len(data))
-                    if session.rx_top is None:
-                        self._delete(session)  # failed a session check: keep nothing [HB-SES-6]
-                        return
-                    # [HB-SES-4]: come up within min(DetectionTime, HANDSHAKE_TIMEOUT).
-                    limit = min(
-                        (session.dt_us or 1_000_000) / 1_000_000, session.config.handshake_timeout
-                    )
-                    session.expire_at = now + limit
-                    self._schedule(session)
+                session = self._waiting(addr) if self.accept else None
+                if session is None:
+                    self._open_for(frame, data, addr, now)
                     return
+                session.receive(frame, addr, now, len(data))
+                if session.remote_id == frame.my_id:  # bound: the frame was valid
+                    self._pending_by_remote[(addr, frame.my_id)] = session
+                    self._bound[frame.my_id] = (_host(addr), session)
+                    self._unwait(session)
+                self._schedule(session)
+                return
         session.receive(frame, addr, now, len(data))
         if self.sessions.get(session.local_id) is not session:
             return  # closed by the peer and deleted
-        if session.remote_id and self._unbound.get(session.addr) is session:
-            del self._unbound[session.addr]
+        if session.remote_id and session.initiator and session.addr in self._unbound:
+            self._unwait(session)
         self._schedule(session)
+
+    def _open_for(self, frame: Frame, data: bytes, addr: Address, now: float) -> None:
+        """Create a session for a frame with Your Identifier 0, if it may [HB-SES-2]."""
+        session = self._accept(frame.my_id, addr, now)
+        if session is None:
+            return
+        session.receive(frame, addr, now, len(data))
+        if session.rx_top is None:
+            self._delete(session)  # failed a session check: keep nothing [HB-SES-6]
+            return
+        # [HB-SES-4]: come up within min(DetectionTime, HANDSHAKE_TIMEOUT) [HB-DET-9].
+        limit = session.config.handshake_timeout
+        if session.dt_us is not None:
+            limit = min(session.dt_us / 1_000_000, limit)
+        session.expire_at = now + limit
+        self._schedule(session)
+
+    def _opened_by(self, remote_id: int, addr: Address) -> Session | None:
+        """[HB-SES-7]: the established session that a frame with Your Identifier 0 from
+        ``remote_id`` at this host created (as responder) or bound (as initiator), if any."""
+        host = _host(addr)
+        held = self._by_source.get(host)
+        if held is not None:
+            sessions = self.sessions
+            for local_id in (held,) if isinstance(held, int) else held:
+                session = sessions.get(local_id)
+                if session is not None and session.remote_id == remote_id and session.verified:
+                    return session
+        bound = self._bound.get(remote_id)
+        if bound is not None and bound[0] == host and bound[1].verified:
+            return bound[1]
+        return None
+
+    def _waiting(self, addr: Address) -> Session | None:
+        """[HB-SES-2]: the first-opened initiator session to ``addr`` that has not yet learned
+        a remote identifier and is not CLOSED."""
+        for session in self._unbound.get(addr, ()):
+            if not session.remote_id and session.state is not State.CLOSED:
+                return session
+        return None
+
+    def _unwait(self, session: Session) -> None:
+        waiting = self._unbound.get(session.addr)
+        if waiting is not None and session in waiting:
+            waiting.remove(session)
+            if not waiting:
+                del self._unbound[session.addr]
 
     def _accept(self, remote_id: int, addr: Address, now: float) -> Session | None:
         limits = self.limits
@@ -337,12 +393,13 @@ class Endpoint:
         key = (session.addr, session.remote_id)
         if self._pending_by_remote.get(key) is session:
             del self._pending_by_remote[key]
-        if self._unbound.get(session.addr) is session:
-            del self._unbound[session.addr]
+        self._unwait(session)
 
     def _session_up(self, session: Session, now: float, *, first: bool) -> None:
         if first and session.source is not None:
             self._half_open -= 1
+        if session.initiator and self._refusals:
+            self._refusals.pop(session.addr, None)  # [HB-CLOSE-6]: the count starts again
         replaced = session.replaces
         if replaced is not None:
             old_id, old_remote = replaced
@@ -391,11 +448,24 @@ class Endpoint:
     def _too_frequent(self, session: Session, floor_us: int) -> None:
         floors = self._rate_floor
         floors[session.addr] = max(floor_us, floors.pop(session.addr, 0))  # newest last
-        while len(floors) > _RATE_FLOORS_KEPT:
+        while len(floors) > _PEERS_KEPT:
             del floors[next(iter(floors))]  # forget the oldest: this table must stay bounded
 
     def _closed_by_peer(self, session: Session) -> None:
+        if session.initiator and session.close_code == CloseCode.REFUSED:
+            self._refused(session)
         self._delete(session)
+
+    def _refused(self, session: Session) -> None:
+        """[HB-CLOSE-6]: no new session to a peer that refused one before the back-off ends:
+        min(SLOW_START_INTERVAL x 2^n, 60 s) after the n-th refusal, plus up to 25 %."""
+        refusals = self._refusals
+        count = refusals.pop(session.addr, (0, 0.0))[0] + 1
+        wait = min(SLOW_START_INTERVAL_US << min(count, 16), BACKOFF_CAP_US) / 1_000_000
+        refused_at = session.last_rx or 0.0  # the refusing CLOSE just arrived
+        refusals[session.addr] = (count, refused_at + wait * (1 + 0.25 * self.rng.random()))
+        while len(refusals) > _PEERS_KEPT:
+            del refusals[next(iter(refusals))]
 
     def _stalled(self, session: Session, late_by: float) -> None:
         self._stall_late = max(self._stall_late, late_by)
@@ -435,9 +505,7 @@ class Endpoint:
 
     def _replace(self, old: Session, now: float, *, restart: bool = True) -> None:
         self._delete(old)  # first, so that the replacement always has room
-        new = self._new_session(old.config, old.addr, now, initiator=True)
-        self._unbound.setdefault(new.addr, new)
-        new.expire_at = now + new.config.handshake_timeout
+        new = self._open(old.config, old.addr, now)
         if restart:  # a session that was UP: report how the new one relates to it
             new.replaces = (old.local_id, old.remote_id)
         new.piggyback = old.piggyback
@@ -449,6 +517,18 @@ class Endpoint:
             new._renegotiate()
         self._schedule(new)
 
+    def _open(self, config: Config, addr: Address, now: float) -> Session:
+        """A new initiator session to ``addr``, its first HEARTBEAT due at once unless the peer
+        refused a session lately [HB-CLOSE-6], [HB-TX-5]."""
+        session = self._new_session(config, addr, now, initiator=True)
+        self._unbound.setdefault(addr, []).append(session)
+        start = now
+        refused = self._refusals.get(addr)
+        if refused is not None and refused[1] > now:
+            start = session.next_tx = session.last_tx = refused[1]
+        session.expire_at = start + config.handshake_timeout  # [HB-TX-7]
+        return session
+
     def _delete(self, session: Session) -> None:
         sessions = self.sessions
         if sessions.get(session.local_id) is not session:
@@ -457,8 +537,10 @@ class Endpoint:
         key = (session.addr, session.remote_id)
         if self._pending_by_remote.get(key) is session:
             del self._pending_by_remote[key]
-        if self._unbound.get(session.addr) is session:
-            del self._unbound[session.addr]
+        self._unwait(session)
+        bound = self._bound.get(session.remote_id)
+        if bound is not None and bound[1] is session:
+            del self._bound[session.remote_id]
         if session.source is not None and not session.was_up:
             self._half_open -= 1
         source = session.source  # the host it was counted under, wherever it moved since

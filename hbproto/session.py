@@ -18,6 +18,7 @@ import struct
 import zlib
 from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
 from random import Random
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -45,6 +46,7 @@ from .frame import (
     FrameType,
     State,
     TlvType,
+    decode_interval,
     encode_interval,
     heartbeat_key,
     pack,
@@ -59,11 +61,11 @@ from .timers import (
     DEFAULT_REMOTE_MULT,
     REPLAY_WINDOW,
     SLOW_START_INTERVAL_US,
-    expected_remote_us,
     interarrival_seed,
     interarrival_update,
     is_premature,
     jitter_factor,
+    judged_interval_us,
     negotiate,
     phi,
     rtt_update,
@@ -91,6 +93,12 @@ _DATA, _CLOSE = FrameType.DATA, FrameType.CLOSE
 BARE_HEARTBEAT = struct.Struct(">HHIIIIII")
 _HEAD_POLL = 1 << 5  # the P bit within that head (SPEC 4.1); a poll must be answered with F
 _OFFSET_MIX = 0x9E3779B1  # odd, so distinct identifiers give distinct timestamp offsets
+
+
+@lru_cache(maxsize=1024)  # cached: sessions with one configuration share the resulting ints
+def _on_wire(us: int | None) -> int | None:
+    """An interval as its code says it: what both ends compute with [HB-FRAME-14]."""
+    return decode_interval(encode_interval(us))
 
 
 class Owner(Protocol):
@@ -130,6 +138,8 @@ class SessionInfo:
     polling: bool
 
 
+_Probe = tuple[Any, int, float, int]  # (address, sequence number, sent at, token) [HB-UDP-8]
+
 _RARE_DEFAULTS: dict[str, Any] = {
     "replaces": None,
     "_pending": None,
@@ -166,7 +176,7 @@ class _Rare:
     last_strike: float
     late_acks: tuple[int, ...]
     piggyback: bytes | None
-    probe: tuple[Any, int, float, int] | None
+    probe: _Probe | None
     replaces: tuple[int, int] | None
     strikes: int
 
@@ -266,7 +276,7 @@ class Session:
     strikes = _RareField[int]()  # [HB-FREQ-1]
     last_strike = _RareField[float]()
     exempt_at = _RareField[tuple[float, float]]()  # the last two exempt HEARTBEATs [HB-FREQ-6]
-    probe = _RareField[tuple[Any, int, float, int] | None]()  # (addr, seq, at, token) [HB-UDP-8]
+    probe = _RareField[_Probe | None]()  # the latest rebinding probe [HB-UDP-8]
     piggyback = _RareField[bytes | None]()
     close_code = _RareField[int]()
     late_acks = _RareField[tuple[int, ...]]()  # unacknowledged HEARTBEATs past the window
@@ -295,8 +305,8 @@ class Session:
         self.was_up = False
         self.peer_up = False  # a current frame with Sta UP arrived since we went UP [HB-DET-8]
         # Our parameters: advertised, and in effect (they differ during a poll, [HB-POLL-4]).
-        self.d_adv = self.d_eff = config.desired_tx_us
-        self.r_adv = self.r_eff = config.required_rx_us
+        self.d_adv = self.d_eff = _on_wire(config.desired_tx_us)
+        self.r_adv = self.r_eff = _on_wire(config.required_rx_us)
         self.d_code = encode_interval(self.d_adv)
         self.r_code = encode_interval(self.r_adv)
         self.mult = config.multiplier
@@ -561,8 +571,8 @@ class Session:
             self.owner._transmit(self, self._close_frame(code, text, None), self.addr)
         self.close_code = code
         self.next_tx = self.detect_at = None
-        # Linger for a detection time to answer stragglers with CLOSE [HB-CLOSE-2].
-        self.expire_at = now + (self.dt_us or SLOW_START_INTERVAL_US) / _US if linger else now
+        # Linger for a detection time to answer stragglers with CLOSE [HB-CLOSE-2], [HB-DET-9].
+        self.expire_at = now + self._detection_or_handshake() if linger else now
         self.owner.events.append(SessionClosed(self.local_id, code, text, by_peer=False))
 
     # --- Changing parameters [HB-POLL-*] ------------------------------------------------------
@@ -572,6 +582,7 @@ class Session:
     ) -> None:
         if self.state is _CLOSED:
             raise LocalProtocolError("the session is closed")
+        desired_tx, required_rx = _on_wire(desired_tx), _on_wire(required_rx)
         intervals_changed = (desired_tx, required_rx) != (self.d_adv, self.r_adv)
         if mult == self.mult and not intervals_changed:
             return
@@ -728,6 +739,18 @@ class Session:
             self._schedule_tx(now)
         return True
 
+    def discard_opening_copy(self, frame: Frame) -> None:
+        """A frame with Your Identifier 0 for this established session [HB-SES-7].
+
+        The peer stopped sending those when it learned our identifier, so this is a reordered,
+        duplicated or replayed copy of an opening frame: checks V-10 and V-11 (V-10 holds, as
+        the frame was found by its My Identifier), then V-12 discards it. It has no effect.
+        """
+        if frame.auth is not None:  # V-11: this endpoint's policy is no authentication
+            self.owner.counters["auth_unexpected"] += 1
+        else:
+            self.owner.counters["replay"] += 1
+
     def receive(self, frame: Frame, addr: Any, now: float, size: int) -> None:
         """Process a frame that passed checks V-1 to V-9 for this session."""
         counters = self.owner.counters
@@ -778,8 +801,12 @@ class Session:
         self.last_rx = now
         self.backoff = 0
         old = self.state
+        # The rebinding probe this frame answers, if any: captured before anything replaces it.
+        probe = self.probe
+        if probe is not None and (ftype is not _ACK or frame.seq != probe[1]):
+            probe = None
         if current:  # only current frames carry the peer's state and parameters [HB-SM-9]
-            if addr != self.addr and self.verified:
+            if addr != self.addr and self.verified and (probe is None or addr != probe[0]):
                 self._rebinding(addr, now)
             if ftype is not _CLOSE:  # a CLOSE's values matter only to [HB-FREQ-4]
                 self._take_remote_parameters(frame)
@@ -801,7 +828,7 @@ class Session:
                 return  # closed for too_frequent just now
             self._send_ack(frame, addr, now)
         elif ftype is _ACK:
-            self._on_ack(frame, addr, now)
+            self._on_ack(frame, addr, now, probe)
         elif ftype is _DATA:
             payload = frame.payload
             if self.state is _UP and payload is not None:
@@ -816,14 +843,14 @@ class Session:
         ):
             self.send_heartbeat(now)  # [HB-HB-2]: tell the peer our new state at once
 
-    def _on_ack(self, frame: Frame, addr: Any, now: float) -> None:
+    def _on_ack(self, frame: Frame, addr: Any, now: float, probe: _Probe | None) -> None:
         events = self.owner.events
-        probe = self.probe
-        if probe is not None and frame.seq == probe[1]:
-            # [HB-UDP-8], [HB-UDP-9]: the new address verifies only by echoing the probe's
-            # random Timestamp from there; the probe's Timestamp is no clock, so no RTT sample.
-            if addr == probe[0] and frame.timestamp == probe[3]:
-                self.addr, self.probe = addr, None
+        if probe is not None:
+            # [HB-UDP-8], [HB-UDP-9]: the probed address verifies only by echoing the probe's
+            # random Timestamp from there (an answer from a third address verifies nothing);
+            # the probe's Timestamp is no clock, so no RTT sample either way.
+            if addr == probe[0] and frame.timestamp == probe[3] and self.probe is probe:
+                self.addr = addr  # the probe stays, answered, to pace the next [HB-UDP-10]
         else:
             sample = (((int(now * _US) + self.ts_offset) - frame.timestamp) & _MASK32) / _US
             self.srtt, self.rttvar = rtt_update(self.srtt, self.rttvar, sample)
@@ -835,18 +862,30 @@ class Session:
             self._end_poll(now)  # [HB-POLL-1], [HB-ACK-6]
 
     def _rebinding(self, addr: Any, now: float) -> None:
-        """A current frame from a new address: verify it before moving there [HB-UDP-8]."""
+        """A current frame from an address that is not verified: probe it [HB-UDP-8]."""
         probe = self.probe
-        if (
-            probe is not None
-            and probe[0] == addr
-            and self.exp_us is not None
-            and now - probe[2] < self.exp_us / _US
-        ):
-            return  # at most one probe per ExpectedRemote
+        if probe is not None:
+            if now - probe[2] < self._probe_gap_us() / _US:
+                return  # one probe per period, whichever address asks [HB-UDP-10]
+            self._forget_heartbeat(probe[1])  # replaced: an answer to it now fails V-13
         token = self.owner.rng.getrandbits(32)
         seq = self.send_heartbeat(now, addr, periodic=False, timestamp=token)
         self.probe = (addr, seq, now, token)
+
+    def _probe_gap_us(self) -> int:
+        """[HB-UDP-10]: max(ExpectedRemote, TxInterval, SLOW_START_INTERVAL) between probes."""
+        tx = self.tx_us
+        if tx is None:  # the peer asked for nothing periodic: the pace of [HB-NEG-1]
+            tx = max(self.d_eff or DEFAULT_INTERVAL_US, SLOW_START_INTERVAL_US)
+        return max(self.exp_us or 0, tx, SLOW_START_INTERVAL_US)
+
+    def _forget_heartbeat(self, seq: int) -> None:
+        """Stop waiting for an ACK to one of our HEARTBEATs [HB-ACK-5]."""
+        back = (self.tx_seq - 1 - seq) & _MASK32
+        if back < ACK_WINDOW:
+            self.ack_mask &= ~(1 << back)
+        elif seq in self.late_acks:
+            self.late_acks = tuple(s for s in self.late_acks if s != seq)
 
     def _take_remote_parameters(self, frame: Frame) -> None:
         first = self.remote_mult == 0
@@ -876,18 +915,16 @@ class Session:
             self.freq_d = frame.desired_tx
         else:  # while the peer polls, judge by the faster of its old and new pace
             self.freq_d = min(self.freq_d or 0, frame.desired_tx or 0)
-        # Only a HEARTBEAT that finds the session UP and leaves it UP, outside our own poll,
-        # is judged at all; so exemptions are tracked only then too.
+        # [HB-FREQ-8]: only a HEARTBEAT that finds the session UP and leaves it UP, outside
+        # our own poll, is judged at all; so exemptions are tracked only then too.
         if last is None or not found_up or self.state is not _UP or self.poll_seq is not None:
             return False
-        judged = (
-            None if self.r_eff == 0 else expected_remote_us(self.freq_d, self.r_eff, self.tx_us)
-        )
+        judged = judged_interval_us(self.freq_d, self.r_eff)
         if changed:
-            # At most two exempt in any ExpectedRemote: the older of the last two exempt ones
+            # At most two exempt in any judged interval: the older of the last two exempt ones
             # must be outside the window that ends now.
             older, newer = self.exempt_at
-            if judged is None or now - older >= judged / _US:
+            if now - older >= judged / _US:
                 self.exempt_at = (newer, now)
                 self.strikes = 0  # [HB-FREQ-2]: exempt, so not premature
                 return False
@@ -899,7 +936,7 @@ class Session:
             return False
         counters = self.owner.counters
         counters["premature"] += 1
-        if judged is not None and now - self.last_strike < judged / _US / 2:
+        if now - self.last_strike < judged / _US / 2:
             return True  # [HB-FREQ-7]: one burst, one strike
         self.last_strike = now
         self.strikes += 1
@@ -926,6 +963,7 @@ class Session:
                 # [HB-FREQ-4]: back off to twice our rate, or the peer's minimum if larger.
                 floor = max(2 * (self.tx_us or self.d_eff or 0), frame.required_rx or 0)
                 self.owner._too_frequent(self, floor)
+            self.close_code = frame.close_code  # the owner backs off a refusal [HB-CLOSE-6]
             self.owner._closed_by_peer(self)  # no linger [HB-CLOSE-3]
             return
         if new is _UP:
@@ -977,7 +1015,12 @@ class Session:
         self._schedule_tx(now)  # back to the slow-start pace
         # If the session does not come back within a (slow-start) detection time, the owner
         # replaces it (an initiator, [HB-SM-8]) or deletes it (a responder, [HB-SES-4]).
-        self.expire_at = now + (self.dt_us or SLOW_START_INTERVAL_US) / _US
+        self.expire_at = now + self._detection_or_handshake()
+
+    def _detection_or_handshake(self) -> float:
+        """DetectionTime in seconds, HANDSHAKE_TIMEOUT when it is infinite [HB-DET-9]."""
+        dt = self.dt_us
+        return self.config.handshake_timeout if dt is None else dt / _US
 
     # --- Timers -------------------------------------------------------------------------------
 

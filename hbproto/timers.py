@@ -27,6 +27,7 @@ __all__ = [
     "interarrival_update",
     "is_premature",
     "jitter_factor",
+    "judged_interval_us",
     "negotiate",
     "phi",
     "rtt_update",
@@ -99,6 +100,17 @@ def negotiate(  # noqa: PLR0917 - positional: it is an lru_cache key
 def jitter_factor(rng: Random, own_mult: int) -> float:
     """The factor J of [HB-TX-1]: uniform in [0.75, 1.0], or [0.75, 0.9] when Mult is 1."""
     return rng.uniform(0.75, 0.9 if own_mult == 1 else 1.0)
+
+
+def judged_interval_us(peer_d: int | None, local_r: int | None) -> int:
+    """The interval a peer's HEARTBEATs are judged against [HB-FREQ-6].
+
+    With a local R of 0 a conforming peer sends HEARTBEATs only at the slow-start pace (a
+    repeated UP, a repeated poll, a handshake) [HB-NEG-1], [HB-POLL-7], [HB-TX-2].
+    """
+    if local_r == 0:
+        return max(peer_d or 0, SLOW_START_INTERVAL_US)
+    return max(peer_d or 0, local_r or 0) or DEFAULT_INTERVAL_US
 
 
 def is_premature(gap_us: float, expected_remote: int | None) -> bool:

@@ -1083,6 +1083,49 @@ def test_poll_is_repeated_even_when_the_peer_wants_no_heartbeats() -> None:
     assert not downs(net)
 
 
+def test_a_receiver_with_r_zero_never_strikes_a_repeated_poll() -> None:
+    """[HB-FREQ-6], [HB-FREQ-8], [HB-POLL-7]: b asks for no periodic HEARTBEATs (R = 0) and
+    enforces its rate with 2 strikes; a polls and b's first three Finals are lost, so a repeats
+    its poll at the slow-start pace. b judges those against max(a's D, 1 s): none is premature,
+    the fourth Final ends the poll, and nobody is closed."""
+    net, sid_a, _ = up_pair(87, FAST, Config(interval=30.0, min_rx=0, max_strikes=2), settle=3.0)
+
+    def poll() -> None:
+        net.link("b", "a").drop_next(3)
+        net.endpoint("a").set_parameters(sid_a, net.now, interval=0.2)
+
+    net.at(5.0, poll)
+    net.run_until(12.0)
+    polls = heartbeats(net, "a", since=5.0)
+    assert len(polls) == 4
+    assert all(w.frame.poll for w in polls)
+    finals = net.frames("b", "a", ftype=FrameType.ACK, since=5.0)
+    assert [w.dropped for w in finals] == ["index", "index", "index", None]
+    assert finals[-1].frame.final
+    assert net.endpoint("b").counters["strikes"] == 0
+    assert not net.log.select(SessionClosed)
+    assert not downs(net)
+
+
+def test_a_receiver_with_r_zero_never_strikes_a_repeated_up() -> None:
+    """[HB-NEG-1], [HB-FREQ-6], [HB-FREQ-8]: b asks for no periodic HEARTBEATs (R = 0); the
+    ACKs that carry b's UP to a are lost three times, so a repeats its UP at the slow-start
+    pace until one arrives. b answers each, strikes none, and then a falls silent."""
+    net = udp_pair(88, FAST, Config(interval=30.0, min_rx=0, max_strikes=2))
+    net.link("b", "a").drop.update({1, 2, 3})  # b's ACK(INIT) passes; its ACK(UP)s do not
+    net.connect("a", "b")
+    net.run_until(10.0)
+    ups = heartbeats(net, "a", state=State.UP)
+    assert len(ups) == 4
+    assert all(0.75 - EPS <= g <= 1.0 + EPS for g in gaps(ups[1:]))
+    acks = net.frames("b", "a", ftype=FrameType.ACK, since=ups[0].time)
+    assert [w.dropped for w in acks] == ["index", "index", "index", None]
+    assert net.endpoint("b").counters["strikes"] == 0
+    assert net.log.count(PeerUp) == 2
+    assert not net.log.select(SessionClosed)
+    assert not downs(net)
+
+
 @pytest.mark.parametrize("link", [{"loss": 0.1}, {"loss": 0.1, "jitter": 0.02}])
 def test_repeated_speed_changes_never_cause_a_false_down(link: dict[str, float]) -> None:
     """[HB-POLL-1], [HB-POLL-2], [HB-POLL-4], [HB-SM-9], [HB-FREQ-1], [HB-DET-5]: both sides

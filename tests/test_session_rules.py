@@ -952,15 +952,17 @@ def test_local_r_zero_detects_through_acks() -> None:
     assert down.detection_time == pytest.approx(dt)
 
 
-def test_local_r_zero_makes_every_peer_heartbeat_premature() -> None:
-    """[HB-FREQ-6], [HB-FREQ-1]: while UP with local R = 0, a HEARTBEAT that is not exempt
-    is premature whatever the gap: MAX_STRIKES of them close the session."""
+def test_local_r_zero_judges_peer_heartbeats_by_the_slow_start_pace() -> None:
+    """[HB-FREQ-6], [HB-FREQ-1], [HB-FREQ-7]: while UP with local R = 0 the judged interval is
+    max(peer D, SLOW_START_INTERVAL) = 1 s: unchanged HEARTBEATs 0.3 s apart are premature,
+    one strike per 0.5 s (at 0.3, 0.9 and 1.5 s), and the third closes the session."""
     ep, peer, _ = _established(Config(interval=0.2, min_rx=0, multiplier=3))
     events: list[Event] = []
-    for k in range(3):
-        deliver(ep, peer, peer.heartbeat(state=UP), 0.3 * (k + 1))
+    for k in range(5):
+        deliver(ep, peer, peer.heartbeat(state=UP), round(0.3 * (k + 1), 6))
         events += drain(ep)
-    assert [e.code for e in events if isinstance(e, SessionClosed)] == [CloseCode.TOO_FREQUENT]
+        closed = [e.code for e in events if isinstance(e, SessionClosed)]
+        assert closed == ([CloseCode.TOO_FREQUENT] if k == 4 else []), k
 
 
 def test_initiator_reports_silence_and_backs_off() -> None:
@@ -1720,3 +1722,223 @@ def test_an_ack_survives_many_data_frames_sent_in_the_meantime() -> None:
     assert ep.snapshot(sid, 0.21).srtt is not None
     ep.receive_datagram(peer.ack(hb), peer.addr, 0.22)
     assert ep.counters["unsolicited_ack"] == 1
+
+
+# --- Third review: fixes pinned ----------------------------------------------------------------
+
+
+def test_r_zero_never_strikes_a_peer_repeating_its_up_its_poll_or_its_init() -> None:
+    """[HB-FREQ-6], [HB-FREQ-8], [HB-NEG-1], [HB-POLL-7], [HB-TX-2]: an endpoint with R = 0
+    judges HEARTBEATs against max(peer D, SLOW_START_INTERVAL). What a conforming peer sends
+    it at the slow-start pace (its UP repeated until it sees ours, a poll repeated until the
+    Final, INIT repeated during a handshake) is never premature, and every one is answered."""
+    ep, peer, sid = _established(Config(interval=1.0, min_rx=0, multiplier=3, max_strikes=2))
+    script: list[tuple[float, bytes]] = [(t, peer.heartbeat(state=UP)) for t in (0.8, 1.6, 2.4)]
+    peer.desired_tx = 200_000  # a poll, repeated as if its Final were lost
+    script += [(t, peer.heartbeat(state=UP, poll=True)) for t in (3.2, 4.0, 4.8)]
+    script.append((5.0, peer.heartbeat(state=DOWN)))  # the peer lost us ...
+    script += [(t, peer.heartbeat(state=INIT)) for t in (5.1, 5.9, 6.7)]  # ... INIT repeated
+    for t, hb in script:
+        out = deliver(ep, peer, hb, t)
+        assert [f.type for f in out if f.type is ACK] == [ACK], t
+    assert (ep.counters["premature"], ep.counters["strikes"]) == (0, 0)
+    assert ep.snapshot(sid, 6.7).state is UP
+    assert not any(isinstance(e, SessionClosed) for e in drain(ep))
+
+
+NEW_B = ("198.51.100.20", 2001)
+NEW_C = ("198.51.100.30", 3001)
+
+
+def _probes(ep: Endpoint, now: float) -> list[tuple[Frame, Any]]:
+    """The HEARTBEATs ``ep`` sends at ``now``, with their addresses."""
+    sent = [(decode(raw), addr) for raw, addr in ep.datagrams_to_send(now)]
+    return [(frame, addr) for frame, addr in sent if frame.type is HB]
+
+
+def test_one_probe_per_period_whichever_address_and_a_replaced_probe_verifies_nothing() -> None:
+    """[HB-UDP-8], [HB-UDP-9], [HB-UDP-10]: a session probes at most once per
+    max(ExpectedRemote, TxInterval, SLOW_START_INTERVAL) = 1 s, whatever address a frame comes
+    from; a later probe replaces the outstanding one, whose ACK then fails V-13; an ACK that
+    answers the probe from a third address verifies nothing and gives no RTT sample."""
+    ep, peer, sid = _established(Config(interval=1.0, min_rx=1.0, multiplier=3))
+    home = peer.addr
+    ep.receive_datagram(peer.data(b"1"), NEW_B, 0.3)
+    ((probe_b, to),) = [p for p in _probes(ep, 0.3) if p[1] != home]
+    assert to == NEW_B
+    ep.receive_datagram(peer.data(b"2"), NEW_C, 0.4)  # within the period: no probe
+    assert [a for _, a in _probes(ep, 0.4)] == []
+    ep.receive_datagram(peer.data(b"3"), NEW_C, 1.4)
+    ((probe_c, to),) = [p for p in _probes(ep, 1.4) if p[1] != home]
+    assert to == NEW_C
+    drain(ep)
+    ep.receive_datagram(peer.ack(probe_b), NEW_B, 1.45)  # replaced: V-13
+    assert ep.counters["unsolicited_ack"] == 1
+    ep.receive_datagram(peer.ack(probe_c), NEW_B, 1.5)  # from a third address
+    assert ep.counters["unsolicited_ack"] == 1
+    assert ep.snapshot(sid, 1.5).address == home
+    assert not any(isinstance(e, RttSample) for e in drain(ep))
+    ep.receive_datagram(peer.data(b"4"), NEW_C, 2.5)
+    ((probe_c2, to),) = [p for p in _probes(ep, 2.5) if p[1] != home]
+    ep.receive_datagram(peer.ack(probe_c2), NEW_C, 2.55)
+    assert ep.snapshot(sid, 2.55).address == NEW_C
+    assert not any(isinstance(e, RttSample) for e in drain(ep))
+    ep.receive_datagram(peer.data(b"5"), NEW_B, 2.6)  # verified, but still within the period
+    assert [a for _, a in _probes(ep, 2.6) if a != NEW_C] == []
+    ep.receive_datagram(peer.data(b"6"), NEW_B, 3.6)
+    assert [a for _, a in _probes(ep, 3.6) if a != NEW_C] == [NEW_B]
+
+
+def test_a_current_ack_from_a_new_address_draws_a_probe() -> None:
+    """[HB-UDP-10], [HB-ACK-4]: a probe is not an answer, so an ACK from a new address (all a
+    peer with R = 0 may ever send) starts a rebinding like any other current frame."""
+    ep, peer, _ = _established(Config(interval=1.0, min_rx=0, multiplier=3))
+    at, hb = _next_heartbeat(ep, peer, 0.0)
+    ep.receive_datagram(peer.ack(hb), NEW_B, at + 0.01)
+    assert [a for _, a in _probes(ep, at + 0.01)] == [NEW_B]
+
+
+def test_a_reordered_opening_frame_makes_no_second_session() -> None:
+    """[HB-SES-7], [HB-SES-2], [HB-RX-12]: a copy of a frame with Your Identifier 0 that
+    arrives after the session's address was verified (the peer stopped sending those when it
+    learned our identifier) creates no session, gets no answer and changes nothing; the
+    same while the session lingers after a close."""
+    ep = _responder()
+    peer = Peer()
+    first, late, later = peer.heartbeat(), peer.heartbeat(), peer.heartbeat()
+    deliver(ep, peer, first, 0.0)
+    peer.state = UP
+    deliver(ep, peer, peer.heartbeat(), 0.01)
+    (sid,) = ep.sessions
+    drain(ep)
+    assert deliver(ep, peer, late, 0.02) == []
+    assert list(ep.sessions) == [sid]
+    assert _drops(ep) == Counter(replay=1)
+    assert ep.snapshot(sid, 0.02).state is UP
+    assert drain(ep) == []
+    ep.close(sid, 0.03)
+    collect(ep, 0.03, peer)
+    assert deliver(ep, peer, later, 0.04) == []
+    assert list(ep.sessions) == [sid]
+    assert _drops(ep) == Counter(replay=2)
+
+
+def test_a_reordered_copy_of_a_simultaneous_open_makes_no_second_session() -> None:
+    """[HB-SES-7], [HB-SES-2]: the same for a session that a frame with Your Identifier 0
+    bound to our own initiator's session in a simultaneous open."""
+    ep = Endpoint(CONFIG, accept=True, rng=random.Random(7), id_source=_ids(70))
+    peer = Peer(my_id=0x0C0C0C0C)
+    sid = ep.connect(peer.addr, 0.0)
+    collect(ep, 0.0, peer)
+    opener, late = peer.heartbeat(), peer.heartbeat()
+    deliver(ep, peer, opener, 0.01)  # binds: the ACK teaches the peer our identifier
+    assert peer.your_id == sid
+    peer.state = INIT
+    deliver(ep, peer, peer.heartbeat(), 0.02)  # verifies, and brings the session up
+    assert ep.snapshot(sid, 0.02).state is UP
+    assert deliver(ep, peer, late, 0.03) == []
+    assert list(ep.sessions) == [sid]
+    assert ep.counters["replay"] == 1
+
+
+def test_the_first_opened_waiting_initiator_binds_and_a_closed_one_never() -> None:
+    """[HB-SES-2]: of several initiator sessions to one address still waiting for a remote
+    identifier, the first opened binds a frame with Your Identifier 0, then the next; a
+    CLOSED (lingering) one binds nothing."""
+    ep = Endpoint(CONFIG, accept=True, rng=random.Random(8), id_source=_ids(80))
+    there = ("198.51.100.40", 7373)
+    closed = ep.connect(there, 0.0)
+    first = ep.connect(there, 0.0)
+    second = ep.connect(there, 0.0)
+    ep.close(closed, 0.0)
+    ep.datagrams_to_send(0.0)
+    for k, sid in enumerate((first, second)):
+        peer = Peer(my_id=0x0D0D0D00 + k, addr=there)
+        ep.receive_datagram(peer.heartbeat(), there, 0.1)
+        assert ep.snapshot(sid, 0.1).remote_id == peer.my_id
+    assert ep.snapshot(closed, 0.1).remote_id == 0
+    assert len(ep.sessions) == 3
+
+
+def test_an_infinite_detection_time_counts_as_handshake_timeout() -> None:
+    """[HB-DET-9], [HB-SES-4], [HB-CLOSE-2], [HB-NEG-3]: with R = 0 on both sides
+    DetectionTime is infinite; a half-open session then lives HANDSHAKE_TIMEOUT, not less,
+    and a closed session lingers HANDSHAKE_TIMEOUT."""
+    both_zero = Config(interval=0.1, min_rx=0, multiplier=3)
+    ep = _responder(both_zero)
+    half = Peer(my_id=0x0E0E0E0E, required_rx=0)
+    deliver(ep, half, half.heartbeat(), 0.0)
+    (sid,) = ep.sessions
+    _run(ep, 9.9, half)
+    assert sid in ep.sessions
+    _run(ep, 10.0, half)
+    assert sid not in ep.sessions
+    peer = Peer(required_rx=0)
+    sid = handshake(ep, peer, 20.0)
+    ep.close(sid, 21.0)
+    collect(ep, 21.0, peer)
+    assert [f.type for f in deliver(ep, peer, peer.heartbeat(state=UP), 30.9)] == [CLOSE]
+    _run(ep, 31.0, peer)
+    assert sid not in ep.sessions
+
+
+def test_an_endpoint_computes_with_the_interval_its_code_states() -> None:
+    """[HB-FRAME-14]: 163.831 ms has no exact code and is sent rounded up, as 164 ms; the
+    endpoint's own timers use 164 ms too, so that both ends compute with the same value."""
+    ep = Endpoint(Config(interval=0.163831, min_rx=0.163831), rng=random.Random(1))
+    peer = Peer()
+    sid = ep.connect(peer.addr, 0.0)
+    (hello,) = collect(ep, 0.0, peer)
+    assert (hello.desired_tx, hello.required_rx) == (164_000, 164_000)
+    negotiated = ep.snapshot(sid, 0.0).negotiated
+    assert (negotiated.tx_interval, negotiated.expected_remote) == (0.164, 0.164)
+    ep.set_parameters(sid, 0.0, min_rx=0.000015)  # 1.5 x 10 us: sent, and used, as 20 us
+    assert ep.snapshot(sid, 0.0).negotiated.expected_remote == 0.00002
+
+
+def _refuse(ep: Endpoint, sid: int, addr: Any, at: float) -> None:
+    """A refusal CLOSE [HB-CLOSE-5]: fresh My Identifier and Sequence Number, Mult 1."""
+    refusal = Frame(
+        type=CLOSE,
+        state=CLOSED,
+        my_id=0x7E7E7E7E,
+        your_id=sid,
+        seq=0x1234,
+        timestamp=CloseCode.REFUSED,
+        desired_tx=None,
+        required_rx=None,
+        mult=1,
+    )
+    ep.receive_datagram(encode(refusal), addr, at)
+    assert sid not in ep.sessions
+
+
+def _first_heartbeat(ep: Endpoint, sid: int, until: float) -> tuple[float, Frame]:
+    while (at := ep.get_timer()) is not None and at <= until:
+        for raw, _ in ep.datagrams_to_send(at):
+            frame = decode(raw)
+            if frame.type is HB and frame.my_id == sid:
+                return at, frame
+    raise AssertionError("no HEARTBEAT")
+
+
+def test_a_refused_initiator_backs_off_before_its_next_session() -> None:
+    """[HB-CLOSE-6]: after the n-th refusal by a peer, the first HEARTBEAT of the next session
+    to it waits min(1 s x 2^n, 60 s), plus up to 25 %; a session that comes UP resets n."""
+    ep = Endpoint(CONFIG, rng=random.Random(9), id_source=_ids(90))
+    server = ("198.51.100.50", 7373)
+    t = 0.1
+    for n in (1, 2, 3, 4, 5, 6, 7, 1):
+        sid = ep.connect(server, t)
+        _refuse(ep, sid, server, t)
+        sid = ep.connect(server, t + 0.01)
+        at, hello = _first_heartbeat(ep, sid, t + 100.0)
+        wait = min(2.0**n, 60.0)
+        assert wait <= at - t <= 1.25 * wait, (n, at - t)
+        if n < 7:
+            ep.close(sid, at)
+        else:  # this one comes UP: the count starts again
+            peer = Peer(my_id=0x0F0F0F0F, addr=server)
+            deliver(ep, peer, peer.ack(hello, state=INIT), at + 0.01)
+            assert ep.snapshot(sid, at + 0.01).state is UP
+        t = round(at + 1.0, 6)
