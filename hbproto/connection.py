@@ -177,11 +177,13 @@ class Connection:
         session = self.session
         if session.state is State.UP:
             last = session.last_rx
+            # An end of stream is the peer's doing; an error, the local kernel's finding.
+            closed = reason is DownReason.TRANSPORT_CLOSED
             self.events.append(
                 PeerDown(
                     session.local_id,
                     reason,
-                    DetectedBy.REMOTE if reason is DownReason.TRANSPORT_CLOSED else DetectedBy.LOCAL,
+                    DetectedBy.REMOTE if closed else DetectedBy.LOCAL,
                     0.0 if last is None else max(0.0, now - last),
                     None if session.dt_us is None else session.dt_us / _US,
                 )

@@ -307,6 +307,27 @@ class Peer(_Common):
 class Server(_Common):
     """A responder: accepts sessions from many peers on one address."""
 
+    _ADDRESSES_KEPT = 10_000
+
+    def __init__(
+        self, address: Address, config: Config, *, observer: Observer, max_events: int
+    ) -> None:
+        super().__init__(address, config, observer=observer, max_events=max_events)
+        self._addresses: dict[int, SockAddr] = {}
+
+    def address_of(self, session: int) -> SockAddr | None:
+        """The peer's address as it was when the session's latest event was queued, so that
+        it still answers for a session that has ended since (the latest 10,000 sessions)."""
+        return self._addresses.get(session)
+
+    def _note_address(self, session: int, address: SockAddr) -> None:
+        addresses = self._addresses
+        if addresses.get(session) != address:
+            addresses.pop(session, None)
+            addresses[session] = address
+            if len(addresses) > self._ADDRESSES_KEPT:
+                del addresses[next(iter(addresses))]  # the oldest: this map stays bounded
+
     @property
     @abstractmethod
     def local_address(self) -> SockAddr:

@@ -303,15 +303,12 @@ async def _serve(args: argparse.Namespace, config: Config, kernel: KernelTimeout
         async def body() -> int:
             with trio.move_on_after(args.duration or float("inf")):
                 async for event in server:
-                    now = trio.current_time()
                     session = getattr(event, "session", None)
                     peer = ""
-                    if session is not None and not report.json_lines:
-                        try:
-                            peer = address_text(server.snapshot(session).address)
-                        except TransportError:
-                            peer = f"{session:08x}"
-                    report.event(now, address.scheme, event, peer)
+                    if session is not None:
+                        at = server.address_of(session)
+                        peer = f"{session:08x}" if at is None else address_text(at)
+                    report.event(trio.current_time(), address.scheme, event, peer)
                     if isinstance(event, PeerUp) and payload is not None:
                         server.set_piggyback(event.session, payload)
                     if args.echo and isinstance(event, MessageReceived):

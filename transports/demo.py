@@ -169,8 +169,7 @@ async def _keepalive_alone(target: SockAddr, report: Reporter, verdict: list[str
         report.say(
             trio.current_time(),
             "tcp",
-            f"also watching it with kernel keepalive alone ({kernel.describe()}) on a "
-            "connection of its own",
+            f"a second connection watches it with kernel {kernel.describe()}, and no heartbeat",
         )
         with trio.move_on_after(_WATCH):
             try:

@@ -83,7 +83,7 @@ class KernelTimeouts:
             parts.append("keepalive off")
         else:
             parts.append(
-                f"keepalive {self.keepalive_idle} s idle, {self.keepalive_interval} s interval, "
+                f"keepalive {self.keepalive_idle} s idle, {self.keepalive_interval} s apart, "
                 f"{self.keepalive_count} probe{'s' if self.keepalive_count != 1 else ''}"
             )
         if self.user_timeout is not None:

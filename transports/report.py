@@ -121,8 +121,9 @@ class Reporter:
             case LocalStall(late_by=late, sessions_spared=spared):
                 return f"STALL   ran {seconds(late)} late; {spared} session(s) spared a false DOWN"
             case TransportOpened(local=local, remote=remote, kernel=kernel):
-                ends = f"{address_text(local)} -> {address_text(remote)}"
-                return f"OPEN    {ends} (kernel: {kernel.describe()})"
+                return (
+                    f"OPEN    {address_text(local)} -> {address_text(remote)}, {kernel.describe()}"
+                )
             case Reconnecting(attempt=attempt, delay=delay, reason=reason):
                 when = "the session keeps trying" if delay is None else f"in {seconds(delay)}"
                 return f"RETRY   attempt {attempt}, {when}: {reason}"

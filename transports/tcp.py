@@ -325,6 +325,7 @@ class TcpServer(Server):
         self._links.by_session[conn.session_id] = driver
         local, remote = _addresses(stream)
         self._remotes[conn.session_id] = remote
+        self._note_address(conn.session_id, remote)
         try:
             await self._pipe.emit(TransportOpened(conn.session_id, local, remote, kernel))
             await driver.run()

@@ -53,13 +53,16 @@ class UdpDriver:
         endpoint: Endpoint,
         emit: Callable[[Event], Awaitable[None]],
         counters: Counter[str],
+        *,
         on_socket_error: Callable[[OSError], None] | None = None,
+        on_new_event: Callable[[Event], None] | None = None,
     ) -> None:
         self.sock = sock
         self.endpoint = endpoint
         self._emit = emit
         self.counters = counters
         self._on_socket_error = on_socket_error
+        self._on_new_event = on_new_event
         self._wait: trio.CancelScope | None = None
 
     def flush(self) -> None:
@@ -96,6 +99,8 @@ class UdpDriver:
                 await sock.wait_readable()
             self._wait = None
             now = trio.current_time()
+            events = endpoint.events
+            seen = len(events)
             for _ in range(_BATCH):
                 try:
                     got = sock.recv_nowait()
@@ -105,6 +110,12 @@ class UdpDriver:
                 if got is None:
                     break
                 endpoint.receive_datagram(got[0], got[1], now)
+                if len(events) > seen and self._on_new_event is not None:
+                    # Shown while its session still exists: a CLOSE later in this batch may
+                    # delete it before the event reaches the application.
+                    for i in range(seen, len(events)):
+                        self._on_new_event(events[i])
+                    seen = len(events)
 
     def _send(self, data: bytes, addr: Hashable) -> None:
         try:
@@ -138,7 +149,13 @@ class UdpServer(Server):
         super().__init__(address, config, observer=observer, max_events=max_events)
         self.endpoint = Endpoint(config, accept=True, limits=limits, rng=rng)
         self.sock = sock
-        self.driver = UdpDriver(sock, self.endpoint, self._pipe.emit, self.transport_counters)
+        self.driver = UdpDriver(
+            sock,
+            self.endpoint,
+            self._emit,
+            self.transport_counters,
+            on_new_event=self._note_session,
+        )
         self._closed = False
 
     @property
@@ -148,6 +165,15 @@ class UdpServer(Server):
     @property
     def counters(self) -> Counter[str]:
         return self.endpoint.counters + self.transport_counters
+
+    def _note_session(self, event: Event) -> None:
+        session = self.endpoint.sessions.get(getattr(event, "session", 0))
+        if session is not None:
+            self._note_address(session.local_id, cast(SockAddr, session.addr))
+
+    async def _emit(self, event: Event) -> None:
+        self._note_session(event)
+        await self._pipe.emit(event)
 
     async def run(self) -> None:
         try:
@@ -168,14 +194,23 @@ class UdpServer(Server):
         self, session: int, code: int = CloseCode.SHUTDOWN, text: str | None = None
     ) -> None:
         await trio.lowlevel.checkpoint()
-        self.endpoint.close(session, trio.current_time(), code, text)
+        try:
+            self.endpoint.close(session, trio.current_time(), code, text)
+        except LocalProtocolError as exc:
+            raise NotConnected(str(exc)) from None
         self.driver.flush()
 
     def snapshot(self, session: int) -> SessionInfo:
-        return self.endpoint.snapshot(session, trio.current_time())
+        try:
+            return self.endpoint.snapshot(session, trio.current_time())
+        except LocalProtocolError as exc:
+            raise NotConnected(str(exc)) from None
 
     def set_piggyback(self, session: int, data: bytes | None) -> None:
-        self.endpoint.set_piggyback(session, data)
+        try:
+            self.endpoint.set_piggyback(session, data)
+        except LocalProtocolError as exc:
+            raise NotConnected(str(exc)) from None
 
     def sessions(self) -> list[SessionInfo]:
         now = trio.current_time()
@@ -221,7 +256,11 @@ class UdpPeer(Peer):
         self.remote = remote
         self.reconnect = reconnect
         self.driver = UdpDriver(
-            sock, self.endpoint, self._on_event, self.transport_counters, self._socket_error
+            sock,
+            self.endpoint,
+            self._on_event,
+            self.transport_counters,
+            on_socket_error=self._socket_error,
         )
         self._session: int | None = None
         self._attempt = 0
