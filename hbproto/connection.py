@@ -79,7 +79,9 @@ class Connection:
 
     def _slow_detection(self) -> int:
         s = self.session
-        return (s.remote_mult or 3) * max(s.exp_us or 0, 1_000_000)
+        if s.exp_us is None:  # nothing periodic expected: no finite detection time [HB-DET-9]
+            return round(self.config.handshake_timeout * _US)
+        return (s.remote_mult or 3) * max(s.exp_us, 1_000_000)
 
     # --- Verbs --------------------------------------------------------------------------------
 

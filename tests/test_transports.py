@@ -453,3 +453,26 @@ async def test_every_event_is_logged_and_counted(
     assert counts["PeerUp"] == 1
     assert counts["RttSample"] >= 1
     assert sum(counts.values()) <= len(calls)
+
+
+async def test_a_refused_client_waits_out_the_refusal_backoff(
+    net: Net, autojump_clock: object
+) -> None:
+    """[HB-CLOSE-6]: no new session sooner than 2 s after a refusal, whatever the client's own
+    back-off says (here 0.1 s); the count restarts once a session comes up, so the second
+    refusal of a session that came up costs 2 s again, not 4."""
+    seen = Recorder()
+    async with net.serve() as server, trio.open_nursery() as nursery:
+        server_events = Recorder()
+        nursery.start_soon(server_events.run, server)
+        async with net.connect(reconnect=Backoff(initial=0.1, maximum=0.1)) as peer:
+            nursery.start_soon(seen.run, peer)
+            for n in (1, 2):
+                _, up = await server_events.wait_for(PeerUp, n)
+                await server.close_session(up.session, CloseCode.REFUSED)
+                _, closed = await seen.wait_for(SessionClosed, n)
+                refused_at = seen.of(SessionClosed)[n - 1][0]
+                t_up, _ = await seen.wait_for(PeerUp, n + 1)
+                assert closed.code == CloseCode.REFUSED
+                assert 2.0 <= t_up - refused_at <= 2.5 + 0.1
+        nursery.cancel_scope.cancel()

@@ -114,9 +114,11 @@ class StreamDriver:
 
     def _stall_deadline(self) -> float | None:
         """[HB-TCP-9]: when a blocked write means the peer is not reading."""
-        dt = self.conn.session.dt_us
-        if self._writing_since is None or dt is None:
+        if self._writing_since is None:
             return None
+        dt = self.conn.session.dt_us
+        if dt is None:  # [HB-DET-9]
+            return self._writing_since + self.conn.config.handshake_timeout
         return self._writing_since + dt / 1_000_000
 
     # --- The tasks ----------------------------------------------------------------------------
@@ -406,6 +408,8 @@ class TcpPeer(Peer):
         self._core_counters: Counter[str] = Counter()
         self._close_request: tuple[int, str | None] | None = None
         self._up_once = False  # the current connection's session came up
+        self._refusals = 0  # refusals since a session last came up [HB-CLOSE-6]
+        self._refused_until: float | None = None
         self._ended_reason = ""
 
     # --- Peer interface -----------------------------------------------------------------------
@@ -488,6 +492,8 @@ class TcpPeer(Peer):
                     break
                 attempt += 1
                 delay = self.reconnect.delay(attempt, self.rng)
+                if self._refused_until is not None:  # [HB-CLOSE-6]
+                    delay = max(delay, self._refused_until - trio.current_time())
                 await self._pipe.emit(Reconnecting(attempt, delay, reason))
                 await trio.sleep(delay)
         finally:
@@ -528,12 +534,18 @@ class TcpPeer(Peer):
         await self._pipe.emit(event)
         if isinstance(event, PeerUp):
             self._up = self._up_once = True
+            self._refusals, self._refused_until = 0, None
             self._signal()
         elif isinstance(event, PeerDown):
             self._up = False
             self._ended_reason = describe_reason(event.reason)
         elif isinstance(event, SessionClosed) and event.by_peer:
             self._ended_reason = f"closed by the peer ({close_reason(event.code)})"
+            if event.code == CloseCode.REFUSED:
+                # [HB-CLOSE-6]: 2 s, 4 s, ... up to 60 s after the n-th refusal, plus up to 25 %.
+                self._refusals += 1
+                wait = min(2.0**self._refusals, 60.0) * (1 + 0.25 * self.rng.random())
+                self._refused_until = trio.current_time() + wait
         elif isinstance(event, ConnectionEnded) and event.reason is not None:
             # The reason of a PeerDown or CLOSE before it says more; else this one does.
             self._ended_reason = self._ended_reason or describe_reason(event.reason)
