@@ -531,7 +531,7 @@ class TcpPeer(Peer):
         return self._ended_reason or "the connection ended"
 
     async def _on_event(self, event: Event) -> None:
-        await self._pipe.emit(event)
+        # The state changes before the application sees the event, so it can act on it at once.
         if isinstance(event, PeerUp):
             self._up = self._up_once = True
             self._refusals, self._refused_until = 0, None
@@ -539,7 +539,9 @@ class TcpPeer(Peer):
         elif isinstance(event, PeerDown):
             self._up = False
             self._ended_reason = describe_reason(event.reason)
-        elif isinstance(event, SessionClosed) and event.by_peer:
+        elif isinstance(event, SessionClosed):
+            self._up = False
+        if isinstance(event, SessionClosed) and event.by_peer:
             self._ended_reason = f"closed by the peer ({close_reason(event.code)})"
             if event.code == CloseCode.REFUSED:
                 # [HB-CLOSE-6]: 2 s, 4 s, ... up to 60 s after the n-th refusal, plus up to 25 %.
@@ -549,6 +551,7 @@ class TcpPeer(Peer):
         elif isinstance(event, ConnectionEnded) and event.reason is not None:
             # The reason of a PeerDown or CLOSE before it says more; else this one does.
             self._ended_reason = self._ended_reason or describe_reason(event.reason)
+        await self._pipe.emit(event)
 
     def _finish(self) -> None:
         if not self._finished.is_set():

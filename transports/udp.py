@@ -333,16 +333,17 @@ class UdpPeer(Peer):
 
     async def _on_event(self, event: Event) -> None:
         # The endpoint holds only this peer's sessions: every event is about it. A session the
-        # core replaced after a long outage [HB-SM-8] comes up under a new handle.
-        await self._pipe.emit(event)
+        # core replaced after a long outage [HB-SM-8] comes up under a new handle. The state
+        # changes before the application sees the event, so that it can act on it at once.
         if isinstance(event, PeerUp):
             self._session, self._up, self._attempt = event.session, True, 0
             self._signal()
-        elif isinstance(event, PeerDown):
+        elif isinstance(event, PeerDown | SessionClosed):
             self._up = False
+        await self._pipe.emit(event)
+        if isinstance(event, PeerDown):
             await self._lost(describe_reason(event.reason), reopen=False)
         elif isinstance(event, SessionClosed) and event.by_peer:
-            self._up = False
             await self._lost(f"closed by the peer ({close_reason(event.code)})", reopen=True)
 
     async def _lost(self, reason: str, *, reopen: bool) -> None:
