@@ -1,0 +1,123 @@
+"""Section 9: transmission intervals and jitter, negotiation, and detection bounds.
+
+Every expectation is computed from what the target itself advertises on the wire (its Desired
+TX and Required Min RX) and what the suite advertises, by the SPEC's formulas, and judged with
+the timing tolerance measured on this machine.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from conformance.context import Context
+from conformance.model import Category
+from conformance.peer import ScriptedPeer
+from conformance.registry import case
+from hbproto.frame import CloseCode, Frame, FrameType, State
+
+_US = 1_000_000
+
+
+async def _steady(ctx: Context, peer: ScriptedPeer) -> Frame:
+    """Wait until the target's slow start is over (its heartbeats follow the negotiated
+    interval); return its latest HEARTBEAT."""
+    last: Frame | None = None
+    for _ in range(3):  # slow start ends with a poll the suite answers; give it a few beats
+        got = await peer.expect(
+            "the target's periodic HEARTBEATs",
+            lambda f: f.type is FrameType.HEARTBEAT and f.your_id == peer.my_id,
+            3.0,
+        )
+        last = got.frame
+    assert last is not None
+    return last
+
+
+async def _gaps(ctx: Context, peer: ScriptedPeer, count: int, within: float) -> list[float]:
+    times: list[float] = []
+    while len(times) < count + 1:
+        got = await peer.expect(
+            "the target's periodic HEARTBEATs",
+            lambda f: f.type is FrameType.HEARTBEAT and f.your_id == peer.my_id and not f.poll,
+            within,
+        )
+        times.append(got.time)
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+@case(
+    "9.2/interval-and-jitter",
+    "Periodic HEARTBEATs come J x TxInterval apart, J within [0.75, 1.0]",
+    requires=("HB-TX-1", "HB-TX-4", "HB-NEG-1"),
+    category=Category.TIMERS,
+)
+async def interval_and_jitter(ctx: Context) -> None:
+    peer = await ctx.session(required_rx=50_000)
+    last = await _steady(ctx, peer)
+    tx = max(last.desired_tx or 0, peer.required_rx or 0) / _US  # [HB-NEG-1]
+    if not tx:
+        ctx.fail("a target that sends periodic HEARTBEATs", "Desired TX 0 or no preference")
+    high = 0.9 * tx if last.mult == 1 else tx
+    gaps = await _gaps(ctx, peer, 6, 2 * tx + 1)
+    for i, gap in enumerate(gaps):
+        ctx.within_bound(f"gap {i + 1} (TxInterval {tx:.3f} s)", gap, 0.75 * tx, high)
+    # Six draws from [0.75, 1.0] x T spread over about 0.18 T; under 0.05 T means no jitter.
+    ctx.check(
+        max(gaps) - min(gaps) > max(0.05 * tx, 2 * ctx.tolerance),
+        "intervals that vary (jitter drawn afresh for each one)",
+        f"gaps {[round(g, 4) for g in gaps]}",
+    )
+
+
+@case(
+    "9.1/slower-for-the-peer",
+    "A target sends no faster than the suite's Required Min RX",
+    requires=("HB-NEG-1", "HB-TX-4"),
+    category=Category.TIMERS,
+)
+async def slower_for_the_peer(ctx: Context) -> None:
+    peer = await ctx.session(required_rx=1_200_000)
+    last = await _steady(ctx, peer)
+    tx = max(last.desired_tx or 0, peer.required_rx or 0) / _US
+    gaps = await _gaps(ctx, peer, 2, 2 * tx + 1)
+    for i, gap in enumerate(gaps):
+        ctx.within_bound(f"gap {i + 1} (TxInterval {tx:.3f} s)", gap, 0.75 * tx, tx)
+
+
+@case(
+    "9.3/detection",
+    "A silent peer is declared down no earlier than DetectionTime and not much later",
+    requires=("HB-DET-2", "HB-DET-3", "HB-DET-8", "HB-HB-2", "HB-TCP-6"),
+    category=Category.TIMERS,
+)
+async def detection(ctx: Context) -> None:
+    peer = await ctx.session()
+    last = await _steady(ctx, peer)
+    expected_remote = max(peer.desired_tx or 0, last.required_rx or 0) / _US  # [HB-NEG-2]
+    detection_time = peer.mult * expected_remote  # [HB-DET-8], as the target computes it
+    peer.keep_alive(None)  # silence: no HEARTBEATs, and no ACKs either (any frame is life)
+    peer.auto_ack = False
+    silent_from = peer.last_sent
+    if ctx.transport == "tcp":
+        got = await peer.expect(
+            "a CLOSE with reason timeout [HB-TCP-6]",
+            lambda f: f.type is FrameType.CLOSE,
+            detection_time + expected_remote + 3,
+        )
+        ctx.check(
+            got.frame.close_code == CloseCode.TIMEOUT,
+            f"reason timeout ({CloseCode.TIMEOUT:d})",
+            f"reason {got.frame.close_code}",
+        )
+    else:
+        got = await peer.expect(
+            "a frame with Sta DOWN [HB-HB-2]",
+            lambda f: f.your_id == peer.my_id and f.state is State.DOWN,
+            detection_time + expected_remote + 3,
+        )
+    ctx.within_bound(
+        f"declared down after (DetectionTime {detection_time:.3f} s)",
+        got.time - silent_from,
+        detection_time,
+        detection_time + expected_remote,
+    )

@@ -1,0 +1,166 @@
+"""``python -m conformance`` (``hbproto-conformance``): judge an implementation over the wire.
+
+Exit status: 0 when no case FAILed or ERRORed (with ``--strict``, none was NON-STRICT either),
+1 otherwise, 2 for a bad command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from hbproto import __version__
+from transports.address import parse_address
+from transports.errors import AddressError
+
+from .model import Case, Category, Level, Outcome, Result
+from .registry import catalogue, select
+from .report import Run, console_line, dump_json, summary, to_junit
+from .runner import measure_tolerance, run_cases
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hbproto-conformance",
+        description="Judge an hbproto implementation over the wire, case by case against "
+        "SPEC.md's requirements. The suite is the peer: point it at your implementation "
+        "running as a responder.",
+        epilog="Cases are selected by ID prefix or glob (6.2, '9.*/detection', 7/V-5-bad-"
+        "checksum). Outcomes: PASS, NON-STRICT (a SHOULD broken), FAIL (a MUST broken), "
+        "UNSUPPORTED, SKIPPED, INCONCLUSIVE (timing noise), ERROR (harness or connection). "
+        "Exit status 0 when nothing FAILed or ERRORed, 1 otherwise, 2 for a bad command line.",
+    )
+    parser.add_argument(
+        "target",
+        nargs="?",
+        metavar="TARGET",
+        help="the implementation under test, serving: udp://HOST:PORT or tcp://HOST:PORT "
+        "(IPv6 in brackets)",
+    )
+    parser.add_argument(
+        "cases", nargs="*", metavar="CASE", help="run only cases whose ID starts with or matches"
+    )
+    parser.add_argument("--list", action="store_true", help="list the cases and exit")
+    parser.add_argument(
+        "--exclude", action="append", default=[], metavar="CASE", help="leave these cases out"
+    )
+    parser.add_argument(
+        "--level",
+        action="append",
+        choices=[level.value for level in Level],
+        default=[],
+        help="only cases at this level (repeatable)",
+    )
+    parser.add_argument(
+        "--category",
+        action="append",
+        choices=[c.value for c in Category],
+        default=[],
+        help="only cases in this category (repeatable)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1, help="seed for identifiers and sequence numbers (1)"
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="count NON-STRICT (a broken SHOULD) as failing"
+    )
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the JSON report here")
+    parser.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML here")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show timings of passing cases too"
+    )
+    return parser
+
+
+def _target(text: str) -> tuple[str, str, int]:
+    address = parse_address(text)
+    try:
+        infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise ValueError(f"cannot resolve {address.host!r}: {exc}") from None
+    sockaddr = infos[0][4]
+    return address.scheme, str(sockaddr[0]), int(sockaddr[1])
+
+
+def _list(cases: Sequence[Case]) -> None:
+    for case in cases:
+        transports = ",".join(sorted(case.transports))
+        print(
+            f"{case.id:<34} {case.level.value:<6} {case.category.value:<11} {transports:<7} "
+            f"{case.title}  [{', '.join(case.requirements)}]"
+        )
+    print(f"{len(cases)} cases")
+
+
+async def _run(args: argparse.Namespace, cases: list[Case]) -> int:
+    scheme, host, port = _target(args.target)
+    tolerance = await measure_tolerance()
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    print(
+        f"hbproto conformance {__version__}: {args.target} (responder), {len(cases)} cases, "
+        f"seed {args.seed}, timing tolerance {tolerance * 1000:.1f} ms"
+    )
+    section = ""
+
+    def show(result: Result) -> None:
+        nonlocal section
+        if result.case.section != section:
+            section = result.case.section
+            print(f"\n{section}")
+        console_line(result, sys.stdout, verbose=args.verbose)
+        sys.stdout.flush()
+
+    start = trio.current_time()
+    results = await run_cases(
+        cases, (host, port), scheme, tolerance=tolerance, seed=args.seed, on_result=show
+    )
+    run = Run(
+        target=args.target,
+        role="responder",
+        seed=args.seed,
+        tolerance=tolerance,
+        started=started,
+        duration=trio.current_time() - start,
+        results=results,
+        tool_version=__version__,
+    )
+    print(f"\n{summary(results)} in {run.duration:.1f} s")
+    if args.json:
+        args.json.write_text(dump_json(run), encoding="utf-8")
+    if args.junit:
+        args.junit.write_text(to_junit(run, strict=args.strict), encoding="utf-8")
+    bad = {Outcome.FAIL, Outcome.ERROR} | ({Outcome.NON_STRICT} if args.strict else set())
+    return 1 if any(r.outcome in bad for r in results) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    cases = select(
+        catalogue(),
+        patterns=args.cases,
+        exclude=args.exclude,
+        levels=[Level(v) for v in args.level],
+        categories=[Category(v) for v in args.category],
+    )
+    if args.list:
+        _list(cases)
+        return 0
+    if args.target is None:
+        parser.error("give a TARGET such as udp://127.0.0.1:7373, or --list")
+    if not cases:
+        parser.error("no case matches the selection (see --list)")
+    try:
+        return trio.run(_run, args, cases)
+    except (ValueError, AddressError) as exc:
+        parser.exit(2, f"hbproto-conformance: error: {exc}\n")
+    except KeyboardInterrupt:
+        return 1
