@@ -7,8 +7,10 @@ and ``now`` go in; bytes, events and the next deadline come out.
 - :class:`Connection`: one session over a byte stream (TCP).
 - :mod:`hbproto.frame`: the wire format; :mod:`hbproto.state`: the state table;
   :mod:`hbproto.timers`: the timer rules; :mod:`hbproto.events`: what the core reports.
+- :class:`AuthKeys`: keys for authentication (SPEC section 10), given as ``Config(auth=...)``.
 """
 
+from .auth import AuthKeys
 from .config import Config
 from .connection import Connection
 from .endpoint import UNCHANGED, Endpoint, Limits
@@ -62,6 +64,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "UNCHANGED",
+    "AuthKeys",
     "BadChecksum",
     "BadLength",
     "BadVersion",

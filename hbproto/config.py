@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+from .auth import AuthKeys
 from .errors import LocalProtocolError
 from .frame import INTERVAL_MAX_US, MULT_MAX
 from .timers import MAX_STRIKES_DEFAULT, MIN_STRIKES
@@ -61,6 +62,11 @@ class Config:
     ``handshake_timeout``: HANDSHAKE_TIMEOUT of SPEC 8.2, seconds: how long a session may take to
     come up before a responder drops it, and after which an initiator reports that nothing
     answers and starts backing off [HB-SES-4], [HB-TX-7].
+
+    ``auth``: the keys of SPEC section 10, or ``None`` (the default) for no authentication.
+    Whether a session authenticates is fixed by the config it is created with [HB-AUTH-9]; an
+    :class:`~hbproto.Endpoint`'s own config is the policy for the sessions peers open. Keys
+    rotate with ``set_auth`` on the endpoint or connection.
     """
 
     interval: float | None = 1.0
@@ -70,8 +76,11 @@ class Config:
     max_strikes: int | None = MAX_STRIKES_DEFAULT
     handshake_timeout: float = 10.0
     min_tx: float = 0.001
+    auth: AuthKeys | None = None
 
     def __post_init__(self) -> None:
+        if self.auth is not None and not isinstance(self.auth, AuthKeys):
+            raise LocalProtocolError(f"auth must be an AuthKeys or None, not {self.auth!r}")
         _to_us(self.interval, "interval", zero_ok=False)
         _to_us(self.min_rx, "min_rx", zero_ok=True)
         _to_us(self.min_tx, "min_tx", zero_ok=False)

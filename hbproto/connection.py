@@ -13,9 +13,11 @@ from __future__ import annotations
 import secrets
 from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import replace
 from random import Random
 from typing import Any
 
+from .auth import AuthKeys
 from .config import Config
 from .errors import FrameError, LocalProtocolError
 from .events import (
@@ -102,15 +104,27 @@ class Connection:
     ) -> None:
         """Change the session's parameters (a Poll, SPEC 9.4)."""
         self._check_open()
-        new = Config(
-            interval=interval,
-            min_rx=min_rx,
-            multiplier=multiplier,
-            idle_only=self.config.idle_only,
-            max_strikes=self.config.max_strikes,
-        )
+        new = replace(self.config, interval=interval, min_rx=min_rx, multiplier=multiplier)
         self.config = self.session.config = new
         self.session.set_parameters(new.desired_tx_us, new.required_rx_us, multiplier, now)
+
+    def set_auth(self, auth: AuthKeys) -> None:
+        """Change the session's authentication keys while it runs, to rotate them
+        [HB-AUTH-7]: frames are signed with the new active key from now on, and received
+        frames verify against every key in ``auth``.
+
+        Whether the session authenticates at all is fixed before it exists [HB-AUTH-9]: a
+        connection created without ``Config(auth=...)`` raises
+        :class:`~hbproto.errors.LocalProtocolError`.
+        """
+        if not isinstance(auth, AuthKeys):
+            raise LocalProtocolError(f"set_auth needs an AuthKeys, not {auth!r} [HB-AUTH-9]")
+        if self.config.auth is None:
+            raise LocalProtocolError(
+                "this connection does not authenticate, and cannot start: give Config(auth=...) "
+                "when creating it [HB-AUTH-9]"
+            )
+        self.config = self.session.config = replace(self.config, auth=auth)
 
     def set_piggyback(self, data: bytes | None) -> None:
         """Carry ``data`` (at most 128 bytes) in the session's HEARTBEATs from now on."""
@@ -165,7 +179,7 @@ class Connection:
             self.counters["unknown_session"] += 1
             return
         was_up = session.state is State.UP
-        session.receive(frame, None, now, len(raw))
+        session.receive(frame, None, now, raw)
         self._after(was_up, now)
 
     def transport_failed(self, reason: DownReason, now: float) -> None:
@@ -298,3 +312,6 @@ class Connection:
 
     def _closed_by_peer(self, session: Session) -> None:
         pass  # the connection ends right after: see _after
+
+    def _restart(self, session: Session, now: float) -> None:
+        pass  # a new session needs a new connection [HB-TCP-6]: the application opens it

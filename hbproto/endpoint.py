@@ -27,6 +27,8 @@ from dataclasses import dataclass, replace
 from random import Random
 from typing import Any
 
+from .auth import AuthKeys
+from .auth import check as check_auth
 from .config import Config
 from .errors import FrameError, LocalProtocolError
 from .events import DetectedBy, DownReason, Event, LocalStall, PeerDown, PeerRestarted
@@ -173,6 +175,47 @@ class Endpoint:
         s.set_parameters(new.desired_tx_us, new.required_rx_us, new.multiplier, now)
         self._schedule(s)
 
+    def set_auth(self, auth: AuthKeys, session: int | None = None) -> None:
+        """Change authentication keys while sessions run, to rotate them [HB-AUTH-7].
+
+        Without ``session``, the endpoint's own keys change (its policy for sessions that peers
+        open from now on, and the default of :meth:`connect`), and so do the keys of every
+        session that uses those keys; sessions given other keys through :meth:`connect` keep
+        theirs. With ``session``, only that session's keys change. Sessions go on as they were:
+        frames are signed with the new active key from now on, and received frames verify
+        against every key in ``auth``.
+
+        Whether a session authenticates at all is fixed before it exists [HB-AUTH-9], so this
+        changes keys only where there are keys already; anywhere else it raises
+        :class:`~hbproto.errors.LocalProtocolError`.
+        """
+        if not isinstance(auth, AuthKeys):
+            raise LocalProtocolError(f"set_auth needs an AuthKeys, not {auth!r} [HB-AUTH-9]")
+        if session is not None:
+            s = self._get(session)
+            if s.config.auth is None:
+                raise LocalProtocolError(
+                    f"session {session:#010x} does not authenticate, and cannot start [HB-AUTH-9]"
+                )
+            s.config = replace(s.config, auth=auth)
+            return
+        old = self.config.auth
+        if old is None:
+            raise LocalProtocolError(
+                "this endpoint does not authenticate, and cannot start: give Config(auth=...) "
+                "when creating it [HB-AUTH-9]"
+            )
+        previous, self.config = self.config, replace(self.config, auth=auth)
+        # Sessions that shared a config still share one: rotation allocates per config.
+        renewed: dict[Config, Config] = {previous: self.config}
+        for s in self.sessions.values():
+            config = s.config
+            if config.auth == old:
+                new = renewed.get(config)
+                if new is None:
+                    new = renewed[config] = replace(config, auth=auth)
+                s.config = new
+
     def set_piggyback(self, session: int, data: bytes | None) -> None:
         """Carry ``data`` (at most 128 bytes) in this session's HEARTBEATs from now on."""
         if data is not None and len(data) > PIGGYBACK_MAX:
@@ -215,7 +258,7 @@ class Endpoint:
             if session is None:
                 opened = self._opened_by(frame.my_id, addr)
                 if opened is not None:
-                    opened.discard_opening_copy(frame)  # [HB-SES-7]
+                    opened.discard_opening_copy(frame, data)  # [HB-SES-7]
                     return
                 # A simultaneous open [HB-SES-2]: only an endpoint that accepts sessions binds,
                 # so a spoofed opening frame can never capture a pure client's session.
@@ -223,14 +266,14 @@ class Endpoint:
                 if session is None:
                     self._open_for(frame, data, addr, now)
                     return
-                session.receive(frame, addr, now, len(data))
+                session.receive(frame, addr, now, data)
                 if session.remote_id == frame.my_id:  # bound: the frame was valid
                     self._pending_by_remote[(addr, frame.my_id)] = session
                     self._bound[frame.my_id] = (_host(addr), session)
                     self._unwait(session)
                 self._schedule(session)
                 return
-        session.receive(frame, addr, now, len(data))
+        session.receive(frame, addr, now, data)
         if self.sessions.get(session.local_id) is not session:
             return  # closed by the peer and deleted
         if session.remote_id and session.initiator and session.addr in self._unbound:
@@ -239,10 +282,10 @@ class Endpoint:
 
     def _open_for(self, frame: Frame, data: bytes, addr: Address, now: float) -> None:
         """Create a session for a frame with Your Identifier 0, if it may [HB-SES-2]."""
-        session = self._accept(frame.my_id, addr, now)
+        session = self._accept(frame, data, addr, now)
         if session is None:
             return
-        session.receive(frame, addr, now, len(data))
+        session.receive(frame, addr, now, data)
         if session.rx_top is None:
             self._delete(session)  # failed a session check: keep nothing [HB-SES-6]
             return
@@ -284,7 +327,9 @@ class Endpoint:
             if not waiting:
                 del self._unbound[session.addr]
 
-    def _accept(self, remote_id: int, addr: Address, now: float) -> Session | None:
+    def _accept(self, frame: Frame, data: bytes, addr: Address, now: float) -> Session | None:
+        """A new responder session for an opening frame, or ``None``: V-9 first, then V-11
+        against this endpoint's policy, before anything exists [HB-RX-18], [HB-AUTH-6]."""
         limits = self.limits
         if not self.accept:
             self.counters["unknown_session"] += 1
@@ -298,6 +343,12 @@ class Endpoint:
             self.counters["unknown_session"] += 1
             self.counters["refused"] += 1
             return None
+        # V-10 holds for a session that takes its remote identifier from this very frame.
+        failure = check_auth(self.config.auth, frame, data)
+        if failure is not None:
+            self.counters[failure] += 1
+            return None
+        remote_id = frame.my_id
         session = self._new_session(self.config, addr, now, initiator=False)
         session.remote_id = remote_id
         self._pending_by_remote[(addr, remote_id)] = session
@@ -404,7 +455,7 @@ class Endpoint:
         if replaced is not None:
             old_id, old_remote = replaced
             session.replaces = None
-            if old_remote != session.remote_id:
+            if old_remote and old_remote != session.remote_id:
                 self.events.append(
                     PeerRestarted(session.local_id, old_id, old_remote, session.remote_id)
                 )
@@ -455,6 +506,21 @@ class Endpoint:
         if session.initiator and session.close_code == CloseCode.REFUSED:
             self._refused(session)
         self._delete(session)
+        if session.close_code == CloseCode.RESTART:
+            self._restart(session, session.last_rx or 0.0)  # the CLOSE just arrived
+
+    def _restart(self, session: Session, now: float) -> None:
+        """[HB-SEQ-5]: a session closed with reason ``restart``, by either end, is replaced at
+        once by its initiator, without back-off. The new session's PeerUp names the old one;
+        the peer did not restart, so no PeerRestarted follows. Only a session that was UP is
+        replaced so: one that never came up has nothing to resume, and a peer that closed it
+        so cannot make this end reopen in a loop."""
+        if not (session.initiator and session.was_up):
+            return
+        new = self._open(session.config, session.addr, now)
+        new.replaces = (session.local_id, 0)  # 0: not a restart of the peer
+        new.piggyback = session.piggyback
+        self._schedule(new)
 
     def _refused(self, session: Session) -> None:
         """[HB-CLOSE-6]: no new session to a peer that refused one before the back-off ends:

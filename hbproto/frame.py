@@ -17,7 +17,7 @@ import zlib
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import construct as cs
 
@@ -34,8 +34,12 @@ from .errors import (
     UnknownFrameType,
 )
 
+if TYPE_CHECKING:
+    from .auth import AuthKeys
+
 __all__ = [
     "AUTH_MAC_SIZE",
+    "AUTH_TLV_SIZE",
     "CLOSE_TEXT_MAX",
     "CRC_SIZE",
     "FIXED_SIZE",
@@ -76,6 +80,7 @@ PIGGYBACK_MAX = 128  # largest PAYLOAD value in a HEARTBEAT or ACK
 CLOSE_TEXT_MAX = 123  # bytes of UTF-8, as WebSocket's close reason
 AUTH_MAC_SIZE = 16  # HMAC-SHA-256 truncated to 128 bits
 AUTH_VALUE_SIZE = 1 + AUTH_MAC_SIZE  # key id + MAC
+AUTH_TLV_SIZE = TLV_HEADER_SIZE + AUTH_VALUE_SIZE  # what authentication adds to every frame
 MULT_MAX = 15
 ID_MAX = 0xFFFFFFFF
 CRITICAL_TLV_BIT = 0x80
@@ -513,13 +518,18 @@ def pack(  # noqa: PLR0917 - positional on purpose: this is the per-frame hot pa
     tx_code: int,
     rx_code: int,
     tlvs: bytes = b"",
+    auth: AuthKeys | None = None,
 ) -> bytes:
     """Encode a frame from parts the caller has already made valid, skipping all checks.
 
     This is the core's path for the frames it builds itself (every ACK, every HEARTBEAT).
     Intervals are 16-bit codes (:func:`encode_interval`) and ``tlvs`` the encoded TLV area
-    (:func:`pack_tlv`). Tests prove it byte-identical to :func:`encode`.
+    (:func:`pack_tlv`). Tests prove it byte-identical to :func:`encode`. With ``auth``, the
+    frame ends in an AUTH TLV signed with the active key (SPEC section 10).
     """
+    length = MIN_FRAME + len(tlvs)
+    if auth is not None:
+        length += AUTH_TLV_SIZE
     body = _FIXED.pack(
         (VERSION << _VER_SHIFT)
         | (ftype << _TYPE_SHIFT)
@@ -527,7 +537,7 @@ def pack(  # noqa: PLR0917 - positional on purpose: this is the per-frame hot pa
         | (poll << _POLL_SHIFT)
         | (final << _FINAL_SHIFT)
         | (mult << _MULT_SHIFT),
-        MIN_FRAME + len(tlvs),
+        length,
         my_id,
         your_id,
         seq,
@@ -537,7 +547,9 @@ def pack(  # noqa: PLR0917 - positional on purpose: this is the per-frame hot pa
     )
     if tlvs:
         body += tlvs
-    return body + _CRC.pack(zlib.crc32(body))
+    if auth is not None:
+        body = auth.seal(body)  # the MAC covers the final Length and every TLV [HB-AUTH-2]
+    return body + _CRC.pack(zlib.crc32(body))  # after the MAC, over it [HB-AUTH-3]
 
 
 @lru_cache(maxsize=4096)

@@ -22,6 +22,7 @@ from functools import lru_cache
 from random import Random
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from .auth import check as check_auth
 from .errors import LocalProtocolError
 from .events import (
     DetectedBy,
@@ -38,6 +39,7 @@ from .events import (
     SessionClosed,
 )
 from .frame import (
+    AUTH_TLV_SIZE,
     CLOSE_TEXT_MAX,
     MIN_FRAME,
     TLV_HEADER_SIZE,
@@ -93,6 +95,7 @@ _DATA, _CLOSE = FrameType.DATA, FrameType.CLOSE
 BARE_HEARTBEAT = struct.Struct(">HHIIIIII")
 _HEAD_POLL = 1 << 5  # the P bit within that head (SPEC 4.1); a poll must be answered with F
 _OFFSET_MIX = 0x9E3779B1  # odd, so distinct identifiers give distinct timestamp offsets
+SEQ_BUDGET = (1 << 31) - (1 << 16)  # numbers an authenticated session uses [HB-SEQ-5]
 
 
 @lru_cache(maxsize=1024)  # cached: sessions with one configuration share the resulting ints
@@ -116,6 +119,7 @@ class Owner(Protocol):
     def _stalled(self, session: Session, late_by: float) -> None: ...
     def _too_frequent(self, session: Session, floor_us: int) -> None: ...
     def _closed_by_peer(self, session: Session) -> None: ...
+    def _restart(self, session: Session, now: float) -> None: ...
 
 
 @dataclass(slots=True)
@@ -151,6 +155,7 @@ _RARE_DEFAULTS: dict[str, Any] = {
     "piggyback": None,
     "close_code": 0,
     "late_acks": (),
+    "seq_start": None,
 }
 
 
@@ -167,6 +172,7 @@ class _Rare:
         "piggyback",
         "probe",
         "replaces",
+        "seq_start",
         "strikes",
     )
     _pending: tuple[int | None, int | None] | None
@@ -178,6 +184,7 @@ class _Rare:
     piggyback: bytes | None
     probe: _Probe | None
     replaces: tuple[int, int] | None
+    seq_start: int | None
     strikes: int
 
     def __init__(self) -> None:
@@ -280,6 +287,7 @@ class Session:
     piggyback = _RareField[bytes | None]()
     close_code = _RareField[int]()
     late_acks = _RareField[tuple[int, ...]]()  # unacknowledged HEARTBEATs past the window
+    seq_start = _RareField[int | None]()  # the first send counter value [HB-SEQ-5]
 
     def __init__(
         self,
@@ -343,6 +351,8 @@ class Session:
         self._ia_mean = 0.0
         self._ia_var = 0.0
         self._rare: _Rare | None = None  # see _RareField
+        if config.auth is not None:
+            self.seq_start = self.tx_seq  # only authenticated sessions count [HB-SEQ-5]
         self.source: Any = None  # the host a peer-created session is counted under (endpoint)
         self._renegotiate()
         if initiator:
@@ -472,7 +482,8 @@ class Session:
         final: bool = False,
         tlvs: bytes = b"",
     ) -> bytes:
-        """One of our own frames: our Mult, identifier and intervals, with the given rest."""
+        """One of our own frames: our Mult, identifier and intervals, with the given rest;
+        signed when the session authenticates, whatever the frame [HB-AUTH-1]."""
         return pack(
             ftype,
             state,
@@ -486,7 +497,12 @@ class Session:
             self.d_code,
             self.r_code,
             tlvs,
+            self.config.auth,
         )
+
+    def _overhead(self) -> int:
+        """Bytes every frame of this session carries beyond its fixed part, TLVs and CRC."""
+        return 0 if self.config.auth is None else AUTH_TLV_SIZE
 
     def send_heartbeat(
         self, now: float, addr: Any = None, *, periodic: bool = True, timestamp: int | None = None
@@ -534,7 +550,7 @@ class Session:
         """Send one application message in a DATA frame [HB-DATA-1], [HB-DATA-4]."""
         if self.state is not _UP:
             raise LocalProtocolError(f"cannot send DATA: session is {self.state.name}, not UP")
-        size = MIN_FRAME + TLV_HEADER_SIZE + len(payload)
+        size = MIN_FRAME + TLV_HEADER_SIZE + len(payload) + self._overhead()
         if size > max_frame:
             raise LocalProtocolError(
                 f"message of {len(payload)} bytes makes a {size}-byte frame; "
@@ -550,13 +566,15 @@ class Session:
         )
         self.owner._transmit(self, data, self.addr)
         self._sent_other(now)
+        if self.config.auth is not None:
+            self._check_counter(now)
 
     def _close_frame(self, code: int, text: str | None, limit: int | None) -> bytes:
         tlvs = b""
         if text:
             raw = text.encode("utf-8")[:CLOSE_TEXT_MAX].decode("utf-8", "ignore").encode("utf-8")
             tlvs = pack_tlv(TlvType.CLOSE_TEXT, raw)
-            if limit is not None and MIN_FRAME + len(tlvs) > limit:
+            if limit is not None and MIN_FRAME + len(tlvs) + self._overhead() > limit:
                 tlvs = b""  # never answer with more bytes than arrived [HB-CLOSE-2]
         return self._frame(
             _CLOSE, _CLOSED, self.remote_id, self._next_seq(heartbeat=False), code, tlvs=tlvs
@@ -598,6 +616,8 @@ class Session:
         self._timers_changed()
         if self._may_trigger():
             self.send_heartbeat(now)  # a frame whose contents changed goes out at once
+            if self.config.auth is not None:
+                self._check_counter(now)
 
     def _adopt(self, d: int | None, r: int | None) -> None:
         self.d_adv, self.r_adv = d, r
@@ -670,15 +690,16 @@ class Session:
         Routine means: a bare 28-byte HEARTBEAT without P whose first bytes and interval codes equal
         those of the peer's previous HEARTBEAT (so nothing about its state or parameters
         changed), to a session that is UP with the peer's UP seen, not polling, from the
-        verified address, with the next sequence numbers and not premature. That is the
-        steady state of every session. What this does is exactly what the full path
-        (:meth:`receive`) does for such a frame; anything else is left to the full path, and
-        nothing is changed before that decision.
+        verified address, with the next sequence numbers and not premature, in a session
+        without authentication. That is the steady state of every such session. What this does
+        is exactly what the full path (:meth:`receive`) does for such a frame; anything else is
+        left to the full path, and nothing is changed before that decision.
         """
         head, length, my_id, _, seq, ts, codes, crc = fields
         last = self.last_hb_rx
         if (
             last is None
+            or self.config.auth is not None  # a bare frame has no AUTH: V-11 fails [HB-AUTH-4]
             or self.state is not _UP
             or not self.peer_up
             or self.poll_seq is not None
@@ -739,27 +760,27 @@ class Session:
             self._schedule_tx(now)
         return True
 
-    def discard_opening_copy(self, frame: Frame) -> None:
+    def discard_opening_copy(self, frame: Frame, data: bytes) -> None:
         """A frame with Your Identifier 0 for this established session [HB-SES-7].
 
         The peer stopped sending those when it learned our identifier, so this is a reordered,
         duplicated or replayed copy of an opening frame: checks V-10 and V-11 (V-10 holds, as
         the frame was found by its My Identifier), then V-12 discards it. It has no effect.
         """
-        if frame.auth is not None:  # V-11: this endpoint's policy is no authentication
-            self.owner.counters["auth_unexpected"] += 1
-        else:
-            self.owner.counters["replay"] += 1
+        failure = check_auth(self.config.auth, frame, data)  # V-11
+        self.owner.counters["replay" if failure is None else failure] += 1
 
-    def receive(self, frame: Frame, addr: Any, now: float, size: int) -> None:
-        """Process a frame that passed checks V-1 to V-9 for this session."""
+    def receive(self, frame: Frame, addr: Any, now: float, data: bytes) -> None:
+        """Process a frame, decoded from ``data``, that passed checks V-1 to V-9 for this
+        session."""
         counters = self.owner.counters
         ftype = frame.type
         if self.remote_id and frame.my_id != self.remote_id:  # V-10
             counters["wrong_peer"] += 1
             return
-        if frame.auth is not None:  # V-11: this endpoint's policy is no authentication
-            counters["auth_unexpected"] += 1
+        failure = check_auth(self.config.auth, frame, data)  # V-11 [HB-AUTH-4], [HB-AUTH-5]
+        if failure is not None:
+            counters[failure] += 1
             return
         if ftype is _ACK:  # V-13
             probe = self.probe
@@ -778,7 +799,8 @@ class Session:
         if self.state is _CLOSED:  # V-14: lingering [HB-RX-17]
             counters["closed_session"] += 1
             if ftype in (_HEARTBEAT, _DATA) and self.remote_id:  # never a CLOSE or an ACK
-                self.owner._transmit(self, self._close_frame(self.close_code, None, size), addr)
+                answer = self._close_frame(self.close_code, None, len(data))
+                self.owner._transmit(self, answer, addr)
             return
         # The frame is valid.
         if not self.remote_id:
@@ -789,6 +811,8 @@ class Session:
             if self.next_tx is None and self.state is not _CLOSED:
                 self._schedule_tx(now)
         self._on_valid(frame, addr, now, current=verdict == 2 or ftype is _CLOSE)
+        if self.config.auth is not None:
+            self._check_counter(now)  # a valid frame may have drawn HEARTBEATs
 
     def _on_valid(self, frame: Frame, addr: Any, now: float, *, current: bool) -> None:
         ftype = frame.type
@@ -1038,6 +1062,25 @@ class Session:
                 self._detection_timeout(now)
         if self.next_tx is not None and now >= self.next_tx and self.state is not _CLOSED:
             self.send_heartbeat(now)
+        if self.config.auth is not None:
+            self._check_counter(now)
+
+    def _check_counter(self, now: float) -> None:
+        """[HB-SEQ-5]: an authenticated session closes with reason ``restart`` before its send
+        counter has advanced 2^31 times, or serial arithmetic would make its oldest frames new
+        again. Checked after every call that sends; none sends more than a few frames, so the
+        margin below the limit is ample."""
+        start = self.seq_start
+        if (
+            start is not None
+            and ((self.tx_seq - start) & _MASK32) >= SEQ_BUDGET
+            and self.state is not _CLOSED
+        ):
+            owner = self.owner
+            self.close(
+                CloseCode.RESTART, "send counter used up", now, linger=not owner.ends_on_down
+            )
+            owner._restart(self, now)
 
     def _detection_timeout(self, now: float) -> None:
         old = self.state

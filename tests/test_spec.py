@@ -11,11 +11,13 @@ import hmac
 import re
 import struct
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from hbproto import errors
+from hbproto import AuthKeys, errors
+from hbproto.auth import check, compute_mac
 from hbproto.frame import (
     CloseCode,
     FrameType,
@@ -25,6 +27,7 @@ from hbproto.frame import (
     decode_interval,
     encode,
     encode_interval,
+    pack,
     schema_decode,
 )
 
@@ -114,6 +117,19 @@ def test_appendix_auth_example() -> None:
     assert expected.hex() in appendix
     assert frame.tlvs[-1].type == TlvType.AUTH
     assert struct.unpack(">I", full[-4:])[0] == zlib.crc32(full[:-4])
+    # The implementation computes the same MAC and frame [HB-AUTH-1] to [HB-AUTH-3]: when it
+    # signs its own frames (pack), when it signs an encoded one, and it verifies the example.
+    keys = AuthKeys({7: bytes(range(32))}, active=7)
+    assert compute_mac(keys.keys[7], mac_input) == expected
+    unsigned = encode(replace(frame, tlvs=()))
+    assert keys.sign(unsigned) == full
+    codes = (encode_interval(frame.desired_tx), encode_interval(frame.required_rx))
+    fields = (frame.type, frame.state, frame.poll, frame.final, frame.mult, frame.my_id)
+    rest = (frame.your_id, frame.seq, frame.timestamp, *codes)
+    assert pack(*fields, *rest, b"", keys) == full
+    assert keys.verify(full)
+    assert check(keys, frame, full) is None
+    assert not AuthKeys({7: bytes(range(1, 33))}, active=7).verify(full)
 
 
 def test_appendix_invalid_frames_are_rejected_with_the_named_counter() -> None:
