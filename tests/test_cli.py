@@ -166,3 +166,49 @@ async def test_serve_reports_each_peer_by_address_until_ctrl_c(scheme: str) -> N
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_auth_keys_from_the_command_line(tmp_path: Path) -> None:
+    """Both ends with the same key come up; a peer with another key never does."""
+    secret = tmp_path / "key"
+    secret.write_bytes(bytes(range(32)))
+    serve_cmd = [
+        sys.executable, "-m", "transports", "serve", "udp://127.0.0.1:0", "-i", "0.05",
+        "--auth-key", f"7:@{secret}",
+    ]  # fmt: skip
+    server = await trio.lowlevel.open_process(serve_cmd, stdout=subprocess.PIPE, cwd=ROOT)
+    try:
+        assert server.stdout is not None
+        out = _Lines(server.stdout)
+        port = int((await out.wait_for(r"listening on udp://127\.0\.0\.1:(\d+)"))[1])
+
+        async def connect_with(key: str) -> list[dict[str, object]]:
+            run = await trio.run_process(
+                [
+                    sys.executable,
+                    "-m",
+                    "transports",
+                    "connect",
+                    f"udp://127.0.0.1:{port}",
+                    "-i",
+                    "0.05",
+                    "--json",
+                    "--duration",
+                    "1",
+                    "--auth-key",
+                    key,
+                ],
+                capture_stdout=True,
+                check=False,
+                cwd=ROOT,
+            )
+            return [json.loads(line) for line in run.stdout.decode().splitlines()]
+
+        with trio.fail_after(20):
+            right = await connect_with(f"7:{bytes(range(32)).hex()}")
+            wrong = await connect_with("7:" + "ab" * 32)
+        assert any(r.get("event") == "PeerUp" for r in right)
+        assert not any(r.get("event") == "PeerUp" for r in wrong)
+    finally:
+        server.kill()
+        await server.wait()

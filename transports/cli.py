@@ -11,10 +11,12 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 import trio
 
 from hbproto import (
+    AuthKeys,
     Config,
     HbprotoError,
     MessageReceived,
@@ -64,9 +66,37 @@ def _config(args: argparse.Namespace) -> Config:
             min_rx=args.min_rx if args.min_rx is not None else base.min_rx,
             multiplier=args.multiplier if args.multiplier is not None else base.multiplier,
             idle_only=args.idle_only or base.idle_only,
+            auth=_auth(args),
         )
     except HbprotoError as exc:
         raise _UsageError(str(exc)) from None
+
+
+def _auth(args: argparse.Namespace) -> AuthKeys | None:
+    """``--auth-key ID:HEX`` or ``ID:@FILE`` (repeatable) and ``--auth-active ID``."""
+    if not args.auth_key:
+        if args.auth_active is not None:
+            raise _UsageError("--auth-active needs at least one --auth-key")
+        return None
+    keys: dict[int, bytes] = {}
+    for spec in args.auth_key:
+        key_id, sep, secret = spec.partition(":")
+        if not sep or not key_id.isdigit():
+            raise _UsageError(f"--auth-key {spec!r}: use ID:HEX or ID:@FILE, ID from 0 to 255")
+        if secret.startswith("@"):
+            try:
+                keys[int(key_id)] = Path(secret[1:]).read_bytes()
+            except OSError as exc:
+                raise _UsageError(f"--auth-key {key_id}: cannot read {secret[1:]}: {exc}") from None
+        else:
+            try:
+                keys[int(key_id)] = bytes.fromhex(secret)
+            except ValueError:
+                raise _UsageError(f"--auth-key {key_id}: the secret is not hex") from None
+    active = (
+        args.auth_active if args.auth_active is not None else int(args.auth_key[0].split(":")[0])
+    )
+    return AuthKeys(keys, active)
 
 
 def _kernel(args: argparse.Namespace, config: Config) -> KernelTimeouts | None:
@@ -166,6 +196,22 @@ def _parser() -> argparse.ArgumentParser:
         "--payload",
         metavar="TEXT",
         help="carry TEXT (at most 128 bytes) in every heartbeat, e.g. a load figure",
+    )
+    auth = common.add_argument_group("authentication (HMAC-SHA-256, SPEC section 10)")
+    auth.add_argument(
+        "--auth-key",
+        action="append",
+        default=[],
+        metavar="ID:SECRET",
+        help="a key, ID 0-255, SECRET in hex or @FILE to read its bytes from a file (safer: "
+        "the command line shows in ps); repeat to accept several during a key rotation. "
+        "Both ends need the same keys; every frame is then signed and checked",
+    )
+    auth.add_argument(
+        "--auth-active",
+        type=int,
+        metavar="ID",
+        help="the key to sign with (default: the first --auth-key)",
     )
     tcp = common.add_argument_group("kernel TCP options (tcp:// only)")
     tcp.add_argument(
