@@ -121,6 +121,7 @@ class Endpoint:
         self._stall_spared = 0
         self._rate_floor: dict[Address, int] = {}
         self._refusals: dict[Address, tuple[int, float]] = {}  # (count, not before) [HB-CLOSE-6]
+        self._openings: dict[tuple[int, int], float] = {}  # signed opening frames [HB-SES-9]
 
     # --- Verbs --------------------------------------------------------------------------------
 
@@ -348,6 +349,9 @@ class Endpoint:
         if failure is not None:
             self.counters[failure] += 1
             return None
+        if self.config.auth is not None and self._replayed_opening(frame, now):
+            self.counters["replay"] += 1
+            return None
         remote_id = frame.my_id
         session = self._new_session(self.config, addr, now, initiator=False)
         session.remote_id = remote_id
@@ -362,6 +366,22 @@ class Endpoint:
         else:
             held.append(session.local_id)
         return session
+
+    def _replayed_opening(self, frame: Frame, now: float) -> bool:
+        """[HB-SES-9]: whether this signed opening frame already created a session lately, from
+        any address; if not, remember it. Only a copy repeats an initiator's (identifier,
+        sequence number), so one recorded frame cannot take a half-open slot per address."""
+        openings = self._openings
+        forget_before = now - self.config.handshake_timeout
+        while openings and next(iter(openings.values())) < forget_before:
+            del openings[next(iter(openings))]  # oldest first: insertion order is time order
+        key = (frame.my_id, frame.seq)
+        if key in openings:
+            return True
+        openings[key] = now
+        if len(openings) > self.limits.max_half_open:
+            del openings[next(iter(openings))]
+        return False
 
     # --- Output and time ----------------------------------------------------------------------
 

@@ -1141,3 +1141,24 @@ def test_unauthenticated_sessions_do_not_count() -> None:
     ep = Endpoint(replace(FAST, auth=None), rng=random.Random(1))
     sid = ep.connect(("192.0.2.1", 1), 0.0)
     assert ep.sessions[sid].seq_start is None
+
+
+def test_one_recorded_opening_frame_takes_one_half_open_slot_whatever_the_addresses() -> None:
+    """[HB-SES-9]: a signed opening HEARTBEAT replayed from many addresses creates one
+    half-open session, not one per address; the genuine initiator's next HEARTBEAT (a new
+    sequence number) is not mistaken for it, and the memory lasts HANDSHAKE_TIMEOUT."""
+    ep = _responder()
+    genuine = AuthPeer()
+    opener = genuine.heartbeat()
+    for i in range(50):
+        ep.receive_datagram(opener, (f"198.51.100.{i}", 4000 + i), 0.0)
+    assert len(ep.sessions) == 1
+    assert _drops(ep) == Counter(replay=49)
+    again = genuine.heartbeat()  # the initiator's retry, from an address of its own
+    ep.receive_datagram(again, ("192.0.2.200", 5000), 0.5)
+    assert len(ep.sessions) == 2
+    later = CONFIG.handshake_timeout + 1
+    ep.datagrams_to_send(later)  # the half-open sessions expire meanwhile [HB-SES-4]
+    ep.receive_datagram(opener, ("198.51.100.77", 7777), later)
+    assert _drops(ep)["replay"] == 49  # forgotten after HANDSHAKE_TIMEOUT: a session again
+    assert len(ep.sessions) == 1
