@@ -230,6 +230,12 @@ class Endpoint:
             s.last_tx = now
             s._schedule_tx(now)
 
+    def refused_until(self, addr: Address, now: float) -> float | None:
+        """When a new session to ``addr`` may open, if the peer refused one lately and the
+        back-off of [HB-CLOSE-6] has not yet passed (:meth:`connect` waits for it itself)."""
+        refused = self._refusals.get(addr)
+        return refused[1] if refused is not None and refused[1] > now else None
+
     def snapshot(self, session: int, now: float) -> SessionInfo:
         """State, RTT, last seen, misses, suspicion and negotiated values of one session."""
         return self._get(session).info(now)

@@ -34,7 +34,7 @@ from hbproto import (
     SessionClosed,
     State,
 )
-from hbproto.frame import FrameType
+from hbproto.frame import Frame, FrameType, decode, encode
 from transports import (
     Backoff,
     ConnectFailed,
@@ -475,7 +475,40 @@ async def test_a_refused_client_waits_out_the_refusal_backoff(
                 await server.close_session(up.session, CloseCode.REFUSED)
                 _, closed = await seen.wait_for(SessionClosed, n)
                 refused_at = seen.of(SessionClosed)[n - 1][0]
+                _, retry = await seen.wait_for(Reconnecting, n)
                 t_up, _ = await seen.wait_for(PeerUp, n + 1)
                 assert closed.code == CloseCode.REFUSED
                 assert 2.0 <= t_up - refused_at <= 2.5 + 0.1
+                assert retry.delay is not None
+                assert retry.delay >= 2.0  # the delay reported is the one that happens
+                assert t_up - refused_at == pytest.approx(retry.delay, abs=0.15)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_refusal_before_up_is_a_connect_failure(autojump_clock: object) -> None:
+    """Without reconnect, a responder that refuses the very first session (HB-CLOSE-5) is a
+    connect failure: the peer finishes with ``failure`` set, as it does over TCP."""
+    net = MemoryNetwork()
+    responder = net.socket(SERVER)
+
+    async def refuse() -> None:
+        await responder.wait_readable()
+        got = responder.recv_nowait()
+        assert got is not None
+        opening = decode(got[0])
+        close = Frame(
+            FrameType.CLOSE,
+            State.CLOSED,
+            my_id=0x5EED,
+            your_id=opening.my_id,
+            seq=1,
+            timestamp=CloseCode.REFUSED,
+        )
+        responder.send_nowait(encode(close), got[1])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(refuse)
+        async with connect("udp://10.0.0.2:7373", CONFIG, sock=net.socket(), wait_up=False) as peer:
+            await Recorder().run(peer)
+            assert peer.failure is not None
+            assert "refused" in str(peer.failure)

@@ -266,6 +266,7 @@ class UdpPeer(Peer):
         self._attempt = 0
         self._piggyback: bytes | None = None
         self._nursery: trio.Nursery | None = None
+        self._ever_up = False
 
     # --- Peer interface -----------------------------------------------------------------------
 
@@ -337,6 +338,7 @@ class UdpPeer(Peer):
         # changes before the application sees the event, so that it can act on it at once.
         if isinstance(event, PeerUp):
             self._session, self._up, self._attempt = event.session, True, 0
+            self._ever_up = True
             self._signal()
         elif isinstance(event, PeerDown | SessionClosed):
             self._up = False
@@ -354,13 +356,21 @@ class UdpPeer(Peer):
                     f"{self.config.handshake_timeout:g} s"
                 )
                 self._finish(str(self.failure), send=False)
+            elif not self._ever_up:
+                self.failure = ConnectFailed(f"cannot open a session with {self.address}: {reason}")
+                self._finish(str(self.failure), send=False)
             else:
                 self._finish(reason, CloseCode.TIMEOUT)
             return
         self._attempt += 1
         delay = None
         if reopen and self._nursery is not None:  # the old session is gone: open a new one
+            now = trio.current_time()
             delay = self.reconnect.delay(self._attempt, self.rng)
+            # A refusal holds the next session back longer [HB-CLOSE-6]: say so.
+            refused_until = self.endpoint.refused_until(self.remote, now)
+            if refused_until is not None:
+                delay = max(delay, refused_until - now)
             self._nursery.start_soon(self._reopen_after, delay)
         await self._pipe.emit(Reconnecting(self._attempt, delay, reason))
 
