@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .context import Context
@@ -126,6 +126,7 @@ class Result:
     message: str = ""
     frames: list[FrameRecord] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)  # the initiator's event log
 
     @property
     def key(self) -> str:

@@ -21,7 +21,7 @@ from hbproto.frame import CloseCode, Frame, FrameType, State, Tlv, TlvType
 from .model import Failed
 from .wire import Wire
 
-__all__ = ["Received", "ScriptedPeer"]
+__all__ = ["Received", "ScriptedPeer", "is_opening"]
 
 _MASK32 = 0xFFFFFFFF
 
@@ -65,6 +65,7 @@ class ScriptedPeer:
         self._next_heartbeat = math.inf
         self.last_sent = -math.inf  # when the suite last sent a frame in this session
         self._last_heartbeat = -math.inf
+        self.remote_rx: int | None = None  # the target's Required Min RX, from its latest frame
 
     # --- Frames ---------------------------------------------------------------------------
 
@@ -130,13 +131,36 @@ class ScriptedPeer:
         previous one (it then replaces the next keep-alive HEARTBEAT), so that a target
         enforcing its minimum [HB-FREQ-1] has no reason to leave it unanswered."""
         if paced and self.desired_tx:
-            await trio.sleep_until(self._last_heartbeat + self.desired_tx / 1e6)
+            await self.wait_until(self._last_heartbeat + self.interval)
         frame = self.frame(FrameType.HEARTBEAT, **kw)  # type: ignore[arg-type]
         await self.send(frame)
         self._last_heartbeat = trio.current_time()
         if self.heartbeat_every is not None:
             self._next_heartbeat = self._last_heartbeat + self.heartbeat_every
         return frame
+
+    @property
+    def interval(self) -> float:
+        """Seconds between the suite's HEARTBEATs: its TxInterval, max(own D, the target's R)
+        [HB-NEG-1], or the default 1 s; towards a target whose R is 0, the slow-start pace the
+        target judges by [HB-FREQ-6]. A suite sending faster than the target's R would be
+        struck and closed [HB-FREQ-1]."""
+        own, remote = self.desired_tx or 0, self.remote_rx
+        if remote == 0:
+            return max(own, 1_000_000) / 1e6
+        return (max(own, remote or 0) or 1_000_000) / 1e6
+
+    async def wait_until(self, until: float) -> None:
+        """Wait until ``until``, sending no HEARTBEAT but still answering the target's (as
+        configured by ``auto_ack``): a target whose R is 0 hears the suite only in those ACKs.
+        What arrives meanwhile goes to :attr:`received`."""
+        every, due = self.heartbeat_every, self._next_heartbeat
+        self.heartbeat_every, self._next_heartbeat = None, math.inf
+        try:
+            while trio.current_time() < until:
+                await self.next(until)
+        finally:
+            self.heartbeat_every, self._next_heartbeat = every, due
 
     def keep_alive(self, every: float | None) -> None:
         """Send the suite's HEARTBEATs every ``every`` seconds while waiting (None: silence)."""
@@ -171,6 +195,8 @@ class ScriptedPeer:
                 continue
             got = Received(trio.current_time(), frame)
             self.received.append(got)
+            if frame.your_id == self.my_id:
+                self.remote_rx = frame.required_rx
             if not self.your_id and frame.your_id == self.my_id and frame.my_id:
                 self.your_id = frame.my_id
             if (
@@ -226,6 +252,53 @@ class ScriptedPeer:
             within,
         )
         return up.frame
+
+    async def answer_opening(self, opening: Frame, within: float) -> Frame:
+        """Bring a session up with an initiator target, from its opening HEARTBEAT: answer it
+        as a responder does (an ACK with Sta INIT), then answer the target's HEARTBEAT with
+        Sta UP with Sta UP (the three-way handshake of SPEC 3). Returns that HEARTBEAT."""
+        self.your_id, self.state = opening.my_id, State.INIT
+        await self.send(self.ack_for(opening))
+        auto, self.auto_ack = self.auto_ack, False  # the answers below depend on the state
+        deadline = trio.current_time() + within
+        seen: list[str] = []
+        try:
+            while (got := await self.next(deadline)) is not None:
+                frame = got.frame
+                if frame.type is FrameType.HEARTBEAT and frame.my_id == opening.my_id:
+                    if frame.state is State.UP and frame.your_id == self.my_id:
+                        self.state = State.UP
+                        await self.send(self.ack_for(frame))
+                        return frame
+                    if frame.state is State.DOWN and frame.your_id in (0, self.my_id):
+                        await self.send(self.ack_for(frame))  # a repeat: our ACK went astray
+                        continue
+                seen.append(_one_line(frame))
+        finally:
+            self.auto_ack = auto
+        raise Failed(
+            f"a HEARTBEAT with Sta UP answering our Sta INIT within {within:.3g} s",
+            ", ".join(seen[-6:]) or "nothing",
+        )
+
+    def refusal_for(self, opening: Frame) -> Frame:
+        """A CLOSE refusing the session ``opening`` would open [HB-CLOSE-5]: its Your
+        Identifier the opening's My Identifier, a fresh My Identifier and Sequence Number,
+        Mult 1, no interval preference, reason ``refused``."""
+        return Frame(
+            type=FrameType.CLOSE,
+            state=State.CLOSED,
+            my_id=self.rng.randrange(1, 1 << 32),
+            your_id=opening.my_id,
+            seq=self.rng.randrange(1 << 32),
+            timestamp=CloseCode.REFUSED,
+            mult=1,
+        )
+
+
+def is_opening(frame: Frame) -> bool:
+    """A HEARTBEAT that opens a session: Sta DOWN and Your Identifier 0 [HB-SES-2]."""
+    return frame.type is FrameType.HEARTBEAT and frame.state is State.DOWN and not frame.your_id
 
 
 def _one_line(frame: Frame) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -9,10 +10,12 @@ from .context import Context
 from .model import Case, Category, Level, Role
 from .requirements import level_of, requirements
 
-__all__ = ["case", "catalogue", "select"]
+__all__ = ["BOTH_ROLES", "INITIATOR", "also_in_role", "case", "catalogue", "select"]
 
 _CASES: dict[str, Case] = {}
 BOTH = frozenset({"udp", "tcp"})
+INITIATOR = frozenset({Role.INITIATOR})
+BOTH_ROLES = frozenset(Role)
 
 
 def case(
@@ -53,6 +56,16 @@ def case(
         return run
 
     return register
+
+
+def also_in_role(role: Role, *case_ids: str) -> None:
+    """Let cases registered already run in ``role`` too: cases that need no more of the
+    target than a session that is UP, which :meth:`Context.session` gives in both roles."""
+    for case_id in case_ids:
+        found = _CASES.get(case_id)
+        if found is None:
+            raise ValueError(f"no case {case_id} to run in the {role.value} role")
+        _CASES[case_id] = dataclasses.replace(found, roles=found.roles | {role})
 
 
 def _order(case: Case) -> tuple[tuple[int, ...], str]:

@@ -101,6 +101,7 @@ def to_json(run: Run) -> dict[str, Any]:
                 "actual": r.actual,
                 "message": r.message,
                 "timings": {k: round(v, 6) for k, v in r.timings.items()},
+                "events": r.events,
                 "frames": [
                     {
                         "t": round(f.time, 6),

@@ -1,16 +1,23 @@
-"""Running cases against a target: one fresh session per case, every failure mode named."""
+"""Running cases against a target: one fresh session per case, every failure mode named.
+
+A target is a responder's address, or, for the initiator role, a
+:class:`~conformance.client.ClientCommand` that is launched afresh for each case.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from random import Random
 
 import trio
 
+from .client import EXIT_UNSUPPORTED, PREFLIGHT, Client, ClientCommand, LaunchFailed
 from .context import Context
 from .model import (
     Case,
+    Category,
     Failed,
     Inconclusive,
     Level,
@@ -22,7 +29,7 @@ from .model import (
 )
 from .wire import WireClosed
 
-__all__ = ["measure_tolerance", "preflight", "run_case", "run_cases"]
+__all__ = ["Target", "measure_tolerance", "preflight", "role_of", "run_case", "run_cases"]
 
 CASE_TIMEOUT = 60.0
 
@@ -43,21 +50,87 @@ async def measure_tolerance(samples: int = 40) -> float:
     return max(0.005, 4 * p99, 2 * statistics.median(late))
 
 
+Target = tuple[str, int] | ClientCommand
+"""A responder's address (the suite connects), or the command of an initiator (it listens)."""
+
+
+def role_of(target: Target) -> Role:
+    return Role.INITIATOR if isinstance(target, ClientCommand) else Role.RESPONDER
+
+
 async def run_case(
     case: Case,
-    target: tuple[str, int],
+    target: Target,
     transport: str,
     *,
     tolerance: float,
     seed: int,
+    case_id: str | None = None,
 ) -> Result:
-    """Run one case; never raises for anything the target does."""
-    result = Result(case, transport, Role.RESPONDER, Outcome.PASS)
-    ctx = Context(target, transport, Role.RESPONDER, tolerance=tolerance, rng=Random(seed))
+    """Run one case; never raises for anything the target does. In the initiator role the
+    command is launched for the case (``HBPROTO_CASE`` is ``case_id``, the case's ID unless
+    given) and stopped when it ends."""
+    role = role_of(target)
+    result = Result(case, transport, role, Outcome.PASS)
+    address = (target.listen, 0) if isinstance(target, ClientCommand) else target
+    ctx = Context(address, transport, role, tolerance=tolerance, rng=Random(seed))
+    if not isinstance(target, ClientCommand):
+        await _judge(case, ctx, result)
+    else:
+        try:
+            with _unwrapped():
+                async with trio.open_nursery() as nursery:
+                    try:
+                        await ctx.launch(target, case_id or case.id, nursery)
+                    except LaunchFailed as exc:
+                        result.outcome, result.message = Outcome.ERROR, str(exc)
+                    except OSError as exc:
+                        result.outcome = Outcome.ERROR
+                        result.message = f"cannot listen on {target.listen}: {exc.strerror or exc}"
+                    else:
+                        await _judge(case, ctx, result)
+                    finally:
+                        await ctx.aclose()
+                        nursery.cancel_scope.cancel()
+            if ctx.client is not None:
+                _initiator_outcome(ctx.client, result)
+        finally:
+            if ctx.client is not None:
+                ctx.client.cleanup()
+    result.duration = trio.current_time() - ctx.start
+    result.frames = ctx.frames
+    result.timings = ctx.timings
+    return result
+
+
+@contextlib.contextmanager
+def _unwrapped() -> Iterator[None]:
+    """What escapes the nursery (a KeyboardInterrupt, say) as itself, not in a group."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
+        raise (leaves or list(_leaves(group)))[0] from None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+async def _judge(case: Case, ctx: Context, result: Result) -> None:
+    """Run the case and turn how it ended into the result's outcome."""
     try:
         with trio.fail_after(CASE_TIMEOUT):
             try:
-                await case.run(ctx)
+                if ctx.client is None:
+                    await case.run(ctx)
+                else:  # exit status 127 decides the case: no use waiting for its timeouts
+                    with ctx.client.unless_exited(status=EXIT_UNSUPPORTED):
+                        await case.run(ctx)
             finally:
                 await ctx.aclose()
     except Failed as failure:
@@ -77,17 +150,26 @@ async def run_case(
         result.outcome, result.message = Outcome.ERROR, f"network error: {exc}"
     except Exception as exc:  # a harness fault must not take the whole run down
         result.outcome, result.message = Outcome.ERROR, f"{type(exc).__name__}: {exc}"
-    result.duration = trio.current_time() - ctx.start
-    result.frames = ctx.frames
-    result.timings = ctx.timings
-    return result
 
 
-async def preflight(
-    target: tuple[str, int], transport: str, *, tolerance: float, seed: int
-) -> str | None:
+def _initiator_outcome(client: Client, result: Result) -> None:
+    """What the command's exit and event log add to the result."""
+    result.events = client.events()
+    if client.returncode == EXIT_UNSUPPORTED and not client.stopped_by_suite:
+        result.outcome = Outcome.UNSUPPORTED
+        result.expected = result.actual = ""
+        result.message = f"the command exited with status {EXIT_UNSUPPORTED} (unsupported)"
+        return
+    note = client.exit_note()
+    if note is not None and result.outcome is not Outcome.PASS:
+        result.message = f"{result.message}; {note}" if result.message else note
+
+
+async def preflight(target: Target, transport: str, *, tolerance: float, seed: int) -> str | None:
     """Whether a session comes up with the target at all; if not, why (every case then ends
     as ERROR with that message instead of each failing in its own way)."""
+    if isinstance(target, ClientCommand):
+        return await _preflight_initiator(target, transport, tolerance=tolerance, seed=seed)
     ctx = Context(target, transport, Role.RESPONDER, tolerance=tolerance, rng=Random(seed - 1))
     try:
         with trio.fail_after(10):
@@ -106,9 +188,38 @@ async def preflight(
     return None
 
 
+async def _session_comes_up(ctx: Context) -> None:
+    await ctx.session(keep_alive=False)
+
+
+_PREFLIGHT = Case(
+    id=PREFLIGHT,
+    title="a session comes up",
+    requirements=(),
+    level=Level.MUST,
+    category=Category.VALID,
+    quote="",
+    run=_session_comes_up,
+    roles=frozenset(Role),
+)
+
+
+async def _preflight_initiator(
+    command: ClientCommand, transport: str, *, tolerance: float, seed: int
+) -> str | None:
+    """The command launched once (``HBPROTO_CASE=preflight``): does it open a session that
+    comes up? Exit status 127 here says nothing: the cases find out one by one."""
+    result = await run_case(
+        _PREFLIGHT, command, transport, tolerance=tolerance, seed=seed - 1, case_id=PREFLIGHT
+    )
+    if result.outcome in (Outcome.PASS, Outcome.UNSUPPORTED):
+        return None
+    return result.message or f"expected {result.expected}; actual {result.actual}"
+
+
 async def run_cases(
     cases: Sequence[Case],
-    target: tuple[str, int],
+    target: Target,
     transport: str,
     *,
     tolerance: float,
@@ -117,13 +228,17 @@ async def run_cases(
 ) -> list[Result]:
     """Run ``cases`` one after another (timing cases must not share the CPU with others)."""
     results: list[Result] = []
-    unusable = await preflight(target, transport, tolerance=tolerance, seed=seed)
+    role = role_of(target)
+    applicable = [c for c in cases if transport in c.transports and role in c.roles]
+    unusable = None
+    if applicable:
+        unusable = await preflight(target, transport, tolerance=tolerance, seed=seed)
     for index, case in enumerate(cases):
-        if transport not in case.transports or Role.RESPONDER not in case.roles:
-            result = Result(case, transport, Role.RESPONDER, Outcome.SKIPPED)
-            result.message = f"does not apply to {transport} in the responder role"
+        if case not in applicable:
+            result = Result(case, transport, role, Outcome.SKIPPED)
+            result.message = f"does not apply to {transport} in the {role.value} role"
         elif unusable is not None:
-            result = Result(case, transport, Role.RESPONDER, Outcome.ERROR, message=unusable)
+            result = Result(case, transport, role, Outcome.ERROR, message=unusable)
         else:
             result = await run_case(case, target, transport, tolerance=tolerance, seed=seed + index)
         results.append(result)

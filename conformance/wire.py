@@ -8,6 +8,7 @@ time, for the report's timeline.
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import trio
 
@@ -16,7 +17,7 @@ from hbproto.frame import MAX_FRAME
 
 from .model import FrameRecord
 
-__all__ = ["TcpWire", "UdpWire", "Wire", "WireClosed", "describe"]
+__all__ = ["TcpWire", "UdpServerWire", "UdpWire", "Wire", "WireClosed", "describe"]
 
 
 class WireClosed(Exception):
@@ -57,6 +58,7 @@ class Wire:
     def __init__(self, start: float) -> None:
         self.start = start
         self.log: list[FrameRecord] = []
+        self.opened = trio.current_time()  # when the socket was bound or the connection made
 
     def record(self, direction: str, raw: bytes, note: str = "") -> None:
         now = trio.current_time() - self.start
@@ -110,6 +112,51 @@ class UdpWire(Wire):
                     continue  # ICMP for an earlier datagram: the target will say more, or not
                 if source[0] == self.target[0] and source[1] == self.target[1]:
                     return bytes(data)
+        return None
+
+    async def aclose(self) -> None:
+        self.sock.close()
+        await trio.lowlevel.checkpoint()
+
+
+class UdpServerWire(Wire):
+    """The suite's UDP socket in the initiator role: it waits for the target's frames, from
+    wherever they come, and sends to where the target last sent from [HB-UDP-4]."""
+
+    def __init__(self, sock: trio.socket.SocketType, start: float) -> None:
+        super().__init__(start)
+        self.sock = sock
+        self.target: tuple[Any, ...] | None = None
+
+    @classmethod
+    async def listen(cls, host: str, start: float) -> UdpServerWire:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            await sock.bind((host, 0))
+        except OSError:
+            sock.close()
+            raise
+        return cls(sock, start)
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    async def _send(self, raw: bytes) -> None:
+        if self.target is None:
+            raise RuntimeError("nothing to answer: the target has sent nothing yet")
+        await self.sock.sendto(raw, self.target)
+
+    async def _receive(self, deadline: float) -> bytes | None:
+        with trio.move_on_at(deadline):
+            while True:
+                try:
+                    data, source = await self.sock.recvfrom(65535)
+                except ConnectionRefusedError:
+                    continue  # ICMP for an earlier datagram
+                self.target = tuple(source)
+                return bytes(data)
         return None
 
     async def aclose(self) -> None:

@@ -23,7 +23,9 @@ from hbproto import Config
 from transports import serve
 
 ROOT = Path(__file__).resolve().parent.parent
-REFERENCE = Config(interval=0.1)  # a fast target keeps the timing cases short
+# A fast target keeps the timing cases short; a short HANDSHAKE_TIMEOUT too (11.2/half-open
+# waits for it, and the suite assumes no more than the SPEC's default of 10 s).
+REFERENCE = Config(interval=0.1, handshake_timeout=2.0)
 
 
 def test_requirements_json_is_current_with_the_spec() -> None:
@@ -142,13 +144,22 @@ async def test_hostile_targets_end_as_error_with_a_reason(
             cases = select(catalogue(), patterns=["6.2", "8.3"])
             results = await run_cases(cases, ("127.0.0.1", port), scheme, tolerance=0.01, seed=1)
             nursery.cancel_scope.cancel()
+    results = [r for r in results if r.outcome is not Outcome.SKIPPED]  # initiator-role cases
     assert results
     assert all(r.outcome is Outcome.ERROR for r in results)
     assert all(message in r.message for r in results), results[0].message
 
 
 async def test_reports_json_and_junit(tmp_path: Path) -> None:
-    results = await _judge("udp", ["6.2/echo", "11.2"])
+    results = await _judge(
+        "udp",
+        [
+            "6.2/echo",
+            "11.2/byte-at-a-time",
+            "11.2/frames-in-one-segment",
+            "11.2/unframeable-stream",
+        ],
+    )
     run = Run(
         "udp://127.0.0.1:1",
         "responder",
@@ -187,7 +198,7 @@ def test_exit_status_and_report_files(tmp_path: Path) -> None:
                 lambda: main(
                     [
                         f"udp://127.0.0.1:{port}",
-                        "8.3",
+                        "8.3/handshake",
                         "--json",
                         str(tmp_path / "r.json"),
                         "--junit",

@@ -1,5 +1,41 @@
 """The cases, one module per area of the SPEC. Importing this package registers them all."""
 
-from . import ack, close, sessions, stream, timers, validation
+from . import (
+    ack,
+    close,
+    exchange,
+    fields,
+    frequency,
+    initiator,
+    inopportune,
+    lifecycle,
+    malformed,
+    negotiation,
+    poll,
+    sessions,
+    stream,
+    tcp,
+    timers,
+    udp,
+    validation,
+)
 
-__all__ = ["ack", "close", "sessions", "stream", "timers", "validation"]
+__all__ = [
+    "ack",
+    "close",
+    "exchange",
+    "fields",
+    "frequency",
+    "initiator",
+    "inopportune",
+    "lifecycle",
+    "malformed",
+    "negotiation",
+    "poll",
+    "sessions",
+    "stream",
+    "tcp",
+    "timers",
+    "udp",
+    "validation",
+]

@@ -77,7 +77,7 @@ async def replay(ctx: Context) -> None:
         lambda f: f.type is FrameType.ACK and f.seq == first.seq,
         1.0,
     )
-    await trio.sleep(peer.desired_tx / 1e6 if peer.desired_tx else 0)  # not premature either
+    await peer.wait_until(trio.current_time() + peer.interval)  # not premature either
     await peer.send(first, note="replayed")
     await peer.expect_nothing(
         "ACK to the replayed HEARTBEAT",

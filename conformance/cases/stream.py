@@ -51,7 +51,7 @@ async def byte_at_a_time(ctx: Context) -> None:
 )
 async def frames_in_one_segment(ctx: Context) -> None:
     peer = await ctx.session()
-    await trio.sleep((peer.desired_tx or 0) / 1e6)  # so that the HEARTBEAT is not premature
+    await peer.wait_until(trio.current_time() + peer.interval)  # not premature
     peer.keep_alive(None)
     heartbeat = peer.frame(FrameType.HEARTBEAT)
     close = peer.close_frame()
