@@ -130,9 +130,9 @@ async def target_frames_well_formed(ctx: Context) -> None:
 )
 async def non_canonical_codes(ctx: Context) -> None:
     peer = await ctx.session()
+    await pace(peer)  # at the pace the target holds the suite to until the change arrives
     # D 200 ms as 2 x 100 ms (canonical: 0x40C8), R 100 ms as 100 x 1 ms (canonical: 0x2710).
     peer.desired_tx, peer.required_rx, peer.mult = 200_000, 100_000, 2
-    await pace(peer)
     poll = peer.frame(FrameType.HEARTBEAT, poll=True)
     await peer.send(craft(poll, tx_code=0x8002, rx_code=0x4064), note="D 0x8002, R 0x4064")
     await peer.expect("an ACK to our poll", is_ack_for(poll), 1.0)

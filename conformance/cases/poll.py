@@ -27,6 +27,7 @@ async def _slow_down(ctx: Context, peer: ScriptedPeer, *, poll: bool) -> None:
     from then on against the new TxInterval."""
     before = tx_interval(peer, target_of(peer))
     assert before is not None
+    await pace(peer)  # at the pace the target holds the suite to until the change arrives
     peer.required_rx = round(2 * before * _US)
     after = tx_interval(peer, target_of(peer))
     assert after is not None
@@ -34,8 +35,7 @@ async def _slow_down(ctx: Context, peer: ScriptedPeer, *, poll: bool) -> None:
     # ACKs, which keep it alive (DetectionTime is 3 x the new pace), so that a target in
     # idle-only mode [HB-TX-3] has no ACK of its own to send and shows its periodic pace too.
     peer.desired_tx = peer.required_rx
-    await pace(peer)
-    hb = await peer.heartbeat(poll=poll)
+    hb = await peer.heartbeat(poll=poll, paced=False)
     got = await peer.expect("an ACK to the HEARTBEAT with the new R", is_ack_for(hb), 1.0)
     if poll:
         ctx.check(got.frame.final, "F set in the ACK to our poll [HB-POLL-3]", "F clear")
