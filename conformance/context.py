@@ -16,7 +16,6 @@ from typing import Any, NoReturn
 import trio
 
 from hbproto import encode
-from hbproto.frame import Frame, FrameType, State
 
 from .client import STARTUP_WITHIN, Client, ClientCommand, format_target
 from .model import Failed, FrameRecord, Inconclusive, Role, TargetUnusable, Unsupported
@@ -249,11 +248,3 @@ def _invalid(peer: ScriptedPeer) -> str:
     if not peer.invalid:
         return ""
     return "only invalid frames: " + ", ".join(reason for _, reason in peer.invalid[-4:])
-
-
-def is_heartbeat(frame: Frame) -> bool:
-    return frame.type is FrameType.HEARTBEAT
-
-
-def state_of(frame: Frame) -> State:
-    return frame.state
