@@ -74,6 +74,9 @@ class Connection:
         )
         # [HB-TCP-11]: the session must come up within min(DetectionTime, HANDSHAKE_TIMEOUT).
         self._handshake_deadline: float | None = now + self.config.handshake_timeout
+        # Established (SPEC section 2): the peer has used our identifier. Addresses need no
+        # verification here, so this is tracked apart from the session's ``verified``.
+        self._established = False
 
     @property
     def session_id(self) -> int:
@@ -175,11 +178,18 @@ class Connection:
             self.counters[exc.reason] += 1
             return
         session = self.session
-        if frame.your_id not in (0, session.local_id):  # V-9
+        # V-9; a frame from our own identifier is our own, reflected back (an echo service or
+        # an attacker): taking it would bring the session UP talking to itself.
+        if frame.your_id not in (0, session.local_id) or frame.my_id == session.local_id:
             self.counters["unknown_session"] += 1
+            return
+        if not frame.your_id and self._established and frame.my_id == session.remote_id:
+            session.discard_opening_copy(frame, raw)  # [HB-TCP-2]: as on UDP, [HB-SES-7]
             return
         was_up = session.state is State.UP
         session.receive(frame, None, now, raw)
+        if frame.your_id and frame.my_id == session.remote_id:
+            self._established = True
         self._after(was_up, now)
 
     def transport_failed(self, reason: DownReason, now: float) -> None:

@@ -261,6 +261,12 @@ class Endpoint:
                 self.counters["unknown_session"] += 1
                 return
         else:
+            if frame.my_id in self.sessions:
+                # Our own opening frame, reflected back (by an echo service or an attacker):
+                # binding it would make a session talk to itself, or to its sibling, and come
+                # UP with nobody there. It belongs to no session (V-9).
+                self.counters["unknown_session"] += 1
+                return
             session = self._pending_by_remote.get((addr, frame.my_id))  # [HB-SES-2]
             if session is None:
                 opened = self._opened_by(frame.my_id, addr)

@@ -123,9 +123,12 @@ async def serve(
     picks a free one, see :attr:`Server.local_address`).
 
     Raises :class:`~transports.errors.ListenFailed` if the address cannot be bound. ``kernel``
-    applies to every accepted TCP connection; ``limits`` bounds what peers can make a UDP server
-    hold. ``sock`` (UDP) and ``listeners`` (TCP) replace the kernel's, for tests on in-memory
-    networks (:mod:`transports.testing`).
+    applies to every accepted TCP connection. ``limits`` bounds what peers can make the server
+    hold [HB-SES-3]: sessions on UDP (in all, not yet UP, per source host; default
+    :class:`~hbproto.Limits`), connections on TCP (the same three; default
+    :data:`~transports.tcp.DEFAULT_TCP_LIMITS`); what they refuse is counted (``refused``),
+    and on TCP logged when a limit starts refusing. ``sock`` (UDP) and ``listeners`` (TCP)
+    replace the kernel's, for tests on in-memory networks (:mod:`transports.testing`).
     """
     addr = parse_address(address, default_host="0.0.0.0") if isinstance(address, str) else address
     config = config or Config()
@@ -154,6 +157,7 @@ async def serve(
                 listeners,
                 config,
                 kernel=kernel,
+                limits=limits,
                 observer=observer,
                 max_events=max_events,
                 rng=rng,

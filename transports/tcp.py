@@ -11,6 +11,7 @@ connection first is the one :class:`~hbproto.PeerDown` names.
 
 from __future__ import annotations
 
+import errno
 import math
 import secrets
 from collections import Counter
@@ -27,6 +28,7 @@ from hbproto import (
     ConnectionEnded,
     DownReason,
     Event,
+    Limits,
     LocalProtocolError,
     PeerDown,
     PeerUp,
@@ -40,11 +42,21 @@ from .errors import ConnectFailed, NotConnected, os_reason
 from .events import Reconnecting, TransportOpened
 from .kernel import KernelTimeouts, classify_failure
 
-__all__ = ["StreamDriver", "TcpPeer", "TcpServer"]
+__all__ = ["DEFAULT_TCP_LIMITS", "StreamDriver", "TcpPeer", "TcpServer"]
 
 _RECEIVE_SIZE = 65536
 _HIGH_WATER = 1 << 20  # bytes queued for the writer before send() makes the application wait
 _LINGER_MAX = 1.0  # longest wait for the peer's end of stream after our CLOSE [HB-TCP-6]
+_ACCEPT_PAUSE = 0.1  # after the kernel could not accept for lack of descriptors or memory
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_REFUSALS_LOGGED_EVERY = 10.0  # seconds between log lines while one limit keeps refusing
+
+DEFAULT_TCP_LIMITS = Limits(max_sessions=10_000, max_half_open=1_000, max_per_source=100)
+"""What a TCP server holds unless ``serve(..., limits=...)`` says otherwise [HB-SES-3],
+[HB-SEC-3]: 10,000 connections, of which 1,000 whose session is not yet UP and 100 from any one
+source host. Each connection costs a descriptor and up to one incomplete frame of buffer
+(64 KiB), for at most HANDSHAKE_TIMEOUT before its session is UP ([HB-TCP-4], [HB-TCP-11]).
+``max_frame`` does not apply: TCP carries frames of up to 65535 bytes [HB-RX-3]."""
 
 
 def _socket_of(stream: trio.abc.Stream) -> Any:
@@ -248,7 +260,17 @@ async def _send_on(driver: StreamDriver, data: bytes) -> None:
 
 
 class TcpServer(Server):
-    """A TCP responder: one connection, one session, per peer [HB-TCP-2]."""
+    """A TCP responder: one connection, one session, per peer [HB-TCP-2].
+
+    ``limits`` bounds the connections it holds: in all (``max_sessions``), whose session is not
+    yet UP (``max_half_open``), and from one source host (``max_per_source``); default
+    :data:`DEFAULT_TCP_LIMITS`. A connection beyond them is closed at once and counted
+    (``refused``); a limit that starts refusing is logged, and then every 10 s while it goes on
+    refusing. A connection whose session does not
+    come up within HANDSHAKE_TIMEOUT is closed by its core ([HB-TCP-11]; counted
+    ``handshake_timeout``), and so is one that leaves a frame unfinished ([HB-TCP-4];
+    ``partial_frame_timeout``).
+    """
 
     def __init__(
         self,
@@ -257,18 +279,23 @@ class TcpServer(Server):
         config: Config,
         *,
         kernel: KernelTimeouts | None = None,
+        limits: Limits | None = None,
         observer: Observer,
         max_events: int = 1024,
-        max_connections: int = 10_000,
         rng: Random | None = None,
     ) -> None:
         super().__init__(address, config, observer=observer, max_events=max_events)
         self.listeners = listeners
         self.kernel = kernel
-        self.max_connections = max_connections
+        self.limits = limits or DEFAULT_TCP_LIMITS
         self.rng = rng or Random()
         self._links = _Links()
         self._remotes: dict[int, SockAddr] = {}
+        self._half_open: set[int] = set()  # sessions whose connection is not yet UP
+        self._per_host: Counter[str] = Counter()
+        self._refusing: str | None = None  # the limit named in the latest refusal log line
+        self._refusals_logged_at = -math.inf
+        self._refused_unlogged = 0
         self._all_gone = trio.Event()
         self._core_counters: Counter[str] = Counter()
         self._nursery: trio.Nursery | None = None
@@ -301,17 +328,67 @@ class TcpServer(Server):
     async def _accept(self, listener: trio.abc.Listener[trio.abc.Stream]) -> None:
         async with listener:
             while True:
-                stream = await listener.accept()
-                if len(self._links.by_session) >= self.max_connections or self._closed:
-                    self.transport_counters["refused"] += 1
-                    await trio.aclose_forcefully(stream)
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _RESOURCE_ERRNOS:
+                        raise
+                    # Out of descriptors or memory: connections wait in the kernel's backlog
+                    # until some close; the server goes on serving those it holds.
+                    self.transport_counters["accept_failed"] += 1
+                    self._note_refusal(f"the kernel cannot accept ({os_reason(exc)})", None)
+                    await trio.sleep(_ACCEPT_PAUSE)
                     continue
                 assert self._nursery is not None
                 self._nursery.start_soon(self.handle_stream, stream)
 
+    def _refusal(self, host: str) -> str | None:
+        """The limit that refuses a new connection from ``host``, if one does [HB-SES-3]."""
+        limits = self.limits
+        if self._closed:
+            return "the server is closing"
+        if len(self._links.by_session) >= limits.max_sessions:
+            return f"max_sessions={limits.max_sessions} connections"
+        if len(self._half_open) >= limits.max_half_open:
+            return f"max_half_open={limits.max_half_open} connections not yet UP"
+        if self._per_host[host] >= limits.max_per_source:
+            return f"max_per_source={limits.max_per_source} connections from {host}"
+        return None
+
+    def _note_refusal(self, why: str, remote: SockAddr | None) -> None:
+        """Log a refusal when a limit starts refusing, and then at most every 10 s with the
+        number refused meanwhile: a flood must not flood the log."""
+        self._refused_unlogged += 1
+        now = trio.current_time()
+        if why == self._refusing and now < self._refusals_logged_at + _REFUSALS_LOGGED_EVERY:
+            return
+        count, self._refused_unlogged = self._refused_unlogged, 0
+        self._refusing, self._refusals_logged_at = why, now
+        record = {"event": "Refusing", "why": why, "refused": count, "remote": remote}
+        record["peer"] = str(self.address)
+        self.observer.logger.warning(
+            "refusing TCP connections: %s (%d since the last such line)",
+            why,
+            count,
+            extra={"hbproto": record},
+        )
+
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one accepted stream until its connection ends (the accept loop calls this;
-        tests call it with in-memory streams)."""
+        tests call it with in-memory streams). A stream beyond :attr:`limits` is closed."""
+        try:
+            local, remote = _addresses(stream)
+        except OSError:  # reset before it was served: nothing to serve, and no reason to fail
+            self.transport_counters["accept_failed"] += 1
+            await trio.aclose_forcefully(stream)
+            return
+        host = remote[0]
+        refusal = self._refusal(host)
+        if refusal is not None:
+            self.transport_counters["refused"] += 1
+            self._note_refusal(refusal, remote)
+            await trio.aclose_forcefully(stream)
+            return
         kernel = KernelTimeouts()
         sock = _socket_of(stream)
         if sock is not None:
@@ -323,17 +400,33 @@ class TcpServer(Server):
             rng=self.rng,
             id_source=self._links.new_id,
         )
-        driver = StreamDriver(stream, conn, self._pipe.emit, self.transport_counters)
-        self._links.by_session[conn.session_id] = driver
-        local, remote = _addresses(stream)
-        self._remotes[conn.session_id] = remote
-        self._note_address(conn.session_id, remote)
+        session = conn.session_id
+
+        async def emit(event: Event) -> None:
+            if isinstance(event, PeerUp):
+                self._half_open.discard(session)
+            elif (
+                isinstance(event, ConnectionEnded) and event.reason is DownReason.HANDSHAKE_TIMEOUT
+            ):
+                self.transport_counters["handshake_timeout"] += 1
+            await self._pipe.emit(event)
+
+        driver = StreamDriver(stream, conn, emit, self.transport_counters)
+        self._links.by_session[session] = driver
+        self._half_open.add(session)
+        self._per_host[host] += 1
+        self._remotes[session] = remote
+        self._note_address(session, remote)
         try:
-            await self._pipe.emit(TransportOpened(conn.session_id, local, remote, kernel))
+            await self._pipe.emit(TransportOpened(session, local, remote, kernel))
             await driver.run()
         finally:
-            del self._links.by_session[conn.session_id]
-            del self._remotes[conn.session_id]
+            del self._links.by_session[session]
+            del self._remotes[session]
+            self._half_open.discard(session)
+            self._per_host[host] -= 1
+            if not self._per_host[host]:
+                del self._per_host[host]
             self._core_counters += conn.counters
             if not self._links.by_session:
                 self._all_gone.set()
@@ -510,6 +603,11 @@ class TcpPeer(Peer):
             return os_reason(exc)
         except trio.TooSlowError:
             return f"no connection within {self.config.handshake_timeout:g} s"
+        try:
+            self._local, remote = _addresses(stream)
+        except OSError as exc:  # reset as soon as it opened
+            await trio.aclose_forcefully(stream)
+            return os_reason(exc)
         kernel = KernelTimeouts()
         sock = _socket_of(stream)
         if sock is not None:
@@ -519,7 +617,6 @@ class TcpPeer(Peer):
             conn.set_piggyback(self._piggyback)
         driver = StreamDriver(stream, conn, self._on_event, self.transport_counters)
         self._driver = driver
-        self._local, remote = _addresses(stream)
         self._ended_reason = ""
         try:
             await self._pipe.emit(TransportOpened(conn.session_id, self._local, remote, kernel))

@@ -1,0 +1,2 @@
+"""Fuzzing hbproto: targets shared by the test suite (tests/test_fuzz.py) and the long run
+(``python3 fuzz/run.py``)."""
