@@ -21,6 +21,7 @@ import trio
 
 from hbproto import __version__
 from transports.address import parse_address
+from transports.cli import parse_auth_keys
 from transports.errors import AddressError
 
 from .client import ClientCommand
@@ -95,6 +96,15 @@ def _parser() -> argparse.ArgumentParser:
         help="only cases in this category (repeatable)",
     )
     parser.add_argument(
+        "--auth-key",
+        action="append",
+        default=[],
+        metavar="ID:SECRET",
+        help="a key the target accepts, ID 0-255, SECRET in hex or @FILE (repeat for each): "
+        "the target claims the auth feature; the suite signs with the first key, requires "
+        "every frame from the target to verify, and runs section 10's cases",
+    )
+    parser.add_argument(
         "--seed", type=int, default=1, help="seed for identifiers and sequence numbers (1)"
     )
     parser.add_argument(
@@ -163,7 +173,13 @@ async def _run(args: argparse.Namespace, cases: list[Case]) -> int:
 
     start = trio.current_time()
     results = await run_cases(
-        cases, target, scheme, tolerance=tolerance, seed=args.seed, on_result=show
+        cases,
+        target,
+        scheme,
+        tolerance=tolerance,
+        seed=args.seed,
+        on_result=show,
+        auth=args.auth,
     )
     run = Run(
         target=shown,
@@ -188,7 +204,7 @@ async def _run(args: argparse.Namespace, cases: list[Case]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # case patterns may follow the options
     if args.client_cmd is not None and args.target is not None:
         if "://" in args.target:
             parser.error(
@@ -199,6 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.target = None
     if args.client_cmd is None and args.transport is not None:
         parser.error("--transport goes with --client-cmd (a TARGET names its transport)")
+    try:
+        args.auth = parse_auth_keys(args.auth_key)
+    except ValueError as exc:
+        parser.error(str(exc))
     cases = select(
         catalogue(),
         patterns=args.cases,

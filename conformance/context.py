@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import trio
 
-from hbproto import encode
+from hbproto import AuthKeys, encode
 
 from .client import STARTUP_WITHIN, Client, ClientCommand, format_target
 from .model import Failed, FrameRecord, Inconclusive, Role, TargetUnusable, Unsupported
@@ -44,8 +44,10 @@ class Context:
         *,
         tolerance: float,
         rng: Random,
+        auth: AuthKeys | None = None,
     ) -> None:
         self.target = target
+        self.auth = auth  # the target's keys, when it claims the auth feature
         self.transport = transport
         self.role = role
         self.tolerance = tolerance
@@ -78,7 +80,7 @@ class Context:
     async def peer(self, **intervals: int | None) -> ScriptedPeer:
         """A scripted peer on a fresh wire, session not yet opened. ``desired_tx``,
         ``required_rx`` (microseconds) and ``mult`` override the suite's defaults."""
-        peer = ScriptedPeer(await self.wire(), self.rng)
+        peer = ScriptedPeer(await self.wire(), self.rng, auth=self.auth)
         for name, value in intervals.items():
             setattr(peer, name, value)
         return peer
@@ -104,6 +106,8 @@ class Context:
                 f"no session came up with the target (expected {failure.expected}; "
                 f"actual {failure.actual})"
             ) from None
+        except WireClosed as closed:
+            raise TargetUnusable(f"no session came up with the target: {closed}") from None
         if keep_alive:
             peer.keep_alive(peer.interval)
         return peer
@@ -175,7 +179,7 @@ class Context:
         what = f"a frame opening a session from the target within {within:.3g} s"
         with client.unless_exited():
             try:
-                peer = ScriptedPeer(await self._next_wire(deadline), self.rng)
+                peer = ScriptedPeer(await self._next_wire(deadline), self.rng, auth=self.auth)
             except Failed:
                 raise Failed(what, "no connection") from None
             for name, value in intervals.items():

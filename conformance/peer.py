@@ -15,7 +15,8 @@ from random import Random
 
 import trio
 
-from hbproto import FrameError, decode, encode
+from hbproto import AuthKeys, FrameError, decode, encode
+from hbproto.auth import check as check_auth
 from hbproto.frame import CloseCode, Frame, FrameType, State, Tlv, TlvType
 
 from .model import Failed
@@ -27,17 +28,22 @@ _MASK32 = 0xFFFFFFFF
 
 
 class Received:
-    """A frame from the target and when it arrived (seconds on the trio clock)."""
+    """A frame from the target, its bytes, and when it arrived (seconds on the trio clock)."""
 
-    __slots__ = ("frame", "time")
+    __slots__ = ("frame", "raw", "time")
 
-    def __init__(self, time: float, frame: Frame) -> None:
+    def __init__(self, time: float, frame: Frame, raw: bytes = b"") -> None:
         self.time = time
         self.frame = frame
+        self.raw = raw
 
 
 class ScriptedPeer:
-    """One session's worth of state on the suite's side. Intervals are microseconds."""
+    """One session's worth of state on the suite's side. Intervals are microseconds.
+
+    With ``auth`` (the target's keys) every frame the peer sends is signed with the active key,
+    and a frame from the target that does not verify counts as invalid [HB-AUTH-4].
+    """
 
     def __init__(
         self,
@@ -47,9 +53,11 @@ class ScriptedPeer:
         desired_tx: int | None = 100_000,
         required_rx: int | None = 100_000,
         mult: int = 3,
+        auth: AuthKeys | None = None,
     ) -> None:
         self.wire = wire
         self.rng = rng
+        self.auth = auth
         self.my_id = rng.randrange(1, 1 << 32)
         self.your_id = 0
         self.seq = rng.randrange(1 << 32)
@@ -121,8 +129,18 @@ class ScriptedPeer:
 
     # --- Sending --------------------------------------------------------------------------
 
-    async def send(self, frame: Frame | bytes, *, note: str = "") -> None:
+    def encoded(self, frame: Frame) -> bytes:
+        """``frame``'s bytes as this peer sends them: signed under ``auth``."""
+        raw = encode(frame)
+        return raw if self.auth is None else self.auth.sign(raw)
+
+    async def send(self, frame: Frame | bytes, *, note: str = "", sign: bool = True) -> None:
+        """Send a frame, or bytes as they are. Under ``auth`` a frame, and bytes that decode
+        to a valid frame without AUTH, are signed unless ``sign`` is false; defective bytes go
+        out as crafted."""
         raw = encode(frame) if isinstance(frame, Frame) else frame
+        if sign and self.auth is not None and _signable(raw):
+            raw = self.auth.sign(raw)
         self.last_sent = trio.current_time()
         await self.wire.send(raw, note=note)
 
@@ -193,7 +211,12 @@ class ScriptedPeer:
             except FrameError as exc:
                 self.invalid.append((trio.current_time(), exc.reason))
                 continue
-            got = Received(trio.current_time(), frame)
+            if self.auth is not None:
+                verdict = check_auth(self.auth, frame, raw)
+                if verdict is not None:
+                    self.invalid.append((trio.current_time(), verdict))
+                    continue
+            got = Received(trio.current_time(), frame, raw)
             self.received.append(got)
             if frame.your_id == self.my_id:
                 self.remote_rx = frame.required_rx
@@ -294,6 +317,14 @@ class ScriptedPeer:
             timestamp=CloseCode.REFUSED,
             mult=1,
         )
+
+
+def _signable(raw: bytes) -> bool:
+    try:
+        frame = decode(raw)
+    except FrameError:
+        return False
+    return not frame.tlvs or frame.tlvs[-1].type != TlvType.AUTH
 
 
 def is_opening(frame: Frame) -> bool:

@@ -13,6 +13,8 @@ from random import Random
 
 import trio
 
+from hbproto import AuthKeys
+
 from .client import EXIT_UNSUPPORTED, PREFLIGHT, Client, ClientCommand, LaunchFailed
 from .context import Context
 from .model import (
@@ -66,6 +68,7 @@ async def run_case(
     tolerance: float,
     seed: int,
     case_id: str | None = None,
+    auth: AuthKeys | None = None,
 ) -> Result:
     """Run one case; never raises for anything the target does. In the initiator role the
     command is launched for the case (``HBPROTO_CASE`` is ``case_id``, the case's ID unless
@@ -73,7 +76,7 @@ async def run_case(
     role = role_of(target)
     result = Result(case, transport, role, Outcome.PASS)
     address = (target.listen, 0) if isinstance(target, ClientCommand) else target
-    ctx = Context(address, transport, role, tolerance=tolerance, rng=Random(seed))
+    ctx = Context(address, transport, role, tolerance=tolerance, rng=Random(seed), auth=auth)
     if not isinstance(target, ClientCommand):
         await _judge(case, ctx, result)
     else:
@@ -143,7 +146,15 @@ async def _judge(case: Case, ctx: Context, result: Result) -> None:
     except TargetUnusable as unusable:
         result.outcome, result.message = Outcome.ERROR, str(unusable)
     except WireClosed as closed:
-        result.outcome, result.message = Outcome.ERROR, f"{closed} in the middle of the case"
+        # The session was up (else TargetUnusable), and the case waited for something else.
+        result.outcome = Outcome.FAIL if case.level is Level.MUST else Outcome.NON_STRICT
+        closes = [r.summary for r in ctx.frames if r.direction == "in" and r.summary[:5] == "CLOSE"]
+        if closes:
+            result.expected = "the connection open until the case ends it"
+            result.actual = f"{closed} after {closes[-1]}"
+        else:  # a session ended on purpose is ended with a CLOSE [HB-CLOSE-1], [HB-TCP-6]
+            result.expected = "a CLOSE before the target ends the connection [HB-CLOSE-1]"
+            result.actual = f"{closed} without one, in the middle of the case"
     except trio.TooSlowError:
         result.outcome, result.message = Outcome.ERROR, f"the case ran past {CASE_TIMEOUT:g} s"
     except OSError as exc:
@@ -165,12 +176,23 @@ def _initiator_outcome(client: Client, result: Result) -> None:
         result.message = f"{result.message}; {note}" if result.message else note
 
 
-async def preflight(target: Target, transport: str, *, tolerance: float, seed: int) -> str | None:
+async def preflight(
+    target: Target,
+    transport: str,
+    *,
+    tolerance: float,
+    seed: int,
+    auth: AuthKeys | None = None,
+) -> str | None:
     """Whether a session comes up with the target at all; if not, why (every case then ends
     as ERROR with that message instead of each failing in its own way)."""
     if isinstance(target, ClientCommand):
-        return await _preflight_initiator(target, transport, tolerance=tolerance, seed=seed)
-    ctx = Context(target, transport, Role.RESPONDER, tolerance=tolerance, rng=Random(seed - 1))
+        return await _preflight_initiator(
+            target, transport, tolerance=tolerance, seed=seed, auth=auth
+        )
+    ctx = Context(
+        target, transport, Role.RESPONDER, tolerance=tolerance, rng=Random(seed - 1), auth=auth
+    )
     try:
         with trio.fail_after(10):
             try:
@@ -205,12 +227,23 @@ _PREFLIGHT = Case(
 
 
 async def _preflight_initiator(
-    command: ClientCommand, transport: str, *, tolerance: float, seed: int
+    command: ClientCommand,
+    transport: str,
+    *,
+    tolerance: float,
+    seed: int,
+    auth: AuthKeys | None,
 ) -> str | None:
     """The command launched once (``HBPROTO_CASE=preflight``): does it open a session that
     comes up? Exit status 127 here says nothing: the cases find out one by one."""
     result = await run_case(
-        _PREFLIGHT, command, transport, tolerance=tolerance, seed=seed - 1, case_id=PREFLIGHT
+        _PREFLIGHT,
+        command,
+        transport,
+        tolerance=tolerance,
+        seed=seed - 1,
+        case_id=PREFLIGHT,
+        auth=auth,
     )
     if result.outcome in (Outcome.PASS, Outcome.UNSUPPORTED):
         return None
@@ -225,14 +258,16 @@ async def run_cases(
     tolerance: float,
     seed: int,
     on_result: Callable[[Result], None] | None = None,
+    auth: AuthKeys | None = None,
 ) -> list[Result]:
-    """Run ``cases`` one after another (timing cases must not share the CPU with others)."""
+    """Run ``cases`` one after another (timing cases must not share the CPU with others).
+    ``auth``: the target's keys, when it claims the auth feature."""
     results: list[Result] = []
     role = role_of(target)
     applicable = [c for c in cases if transport in c.transports and role in c.roles]
     unusable = None
     if applicable:
-        unusable = await preflight(target, transport, tolerance=tolerance, seed=seed)
+        unusable = await preflight(target, transport, tolerance=tolerance, seed=seed, auth=auth)
     for index, case in enumerate(cases):
         if case not in applicable:
             result = Result(case, transport, role, Outcome.SKIPPED)
@@ -240,7 +275,9 @@ async def run_cases(
         elif unusable is not None:
             result = Result(case, transport, role, Outcome.ERROR, message=unusable)
         else:
-            result = await run_case(case, target, transport, tolerance=tolerance, seed=seed + index)
+            result = await run_case(
+                case, target, transport, tolerance=tolerance, seed=seed + index, auth=auth
+            )
         results.append(result)
         if on_result is not None:
             on_result(result)

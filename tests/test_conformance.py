@@ -1,5 +1,5 @@
-"""The conformance suite: its catalogue, its reports, and the reference implementation passing
-every case over UDP and TCP (in-process, on loopback)."""
+"""The conformance suite: its catalogue, its command line, its reports, and hostile targets.
+(The reference passing every case, and broken variants failing, is tests/test_mutants.py.)"""
 
 from __future__ import annotations
 
@@ -84,18 +84,6 @@ async def _judge(scheme: str, patterns: list[str] | None = None) -> list[Result]
         )
         n.cancel_scope.cancel()
     return results
-
-
-@pytest.mark.parametrize("scheme", ["udp", "tcp"])
-async def test_the_reference_implementation_passes_every_case(scheme: str) -> None:
-    results = await _judge(scheme)
-    bad = [
-        f"{r.key}: {r.outcome.value} {r.expected} / {r.actual} {r.message}"
-        for r in results
-        if r.outcome not in (Outcome.PASS, Outcome.SKIPPED)
-    ]
-    assert not bad, "\n".join(bad)
-    assert sum(r.outcome is Outcome.PASS for r in results) >= 20
 
 
 async def _silent_udp(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:

@@ -73,30 +73,38 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _auth(args: argparse.Namespace) -> AuthKeys | None:
-    """``--auth-key ID:HEX`` or ``ID:@FILE`` (repeatable) and ``--auth-active ID``."""
-    if not args.auth_key:
-        if args.auth_active is not None:
-            raise _UsageError("--auth-active needs at least one --auth-key")
+    try:
+        return parse_auth_keys(args.auth_key, args.auth_active)
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+
+
+def parse_auth_keys(specs: Sequence[str], active: int | None = None) -> AuthKeys | None:
+    """Keys from ``--auth-key ID:HEX`` or ``ID:@FILE`` options (``None`` for none), signing
+    with ``active`` or else the first. Raises :class:`ValueError` saying what is wrong."""
+    if not specs:
+        if active is not None:
+            raise ValueError("--auth-active needs at least one --auth-key")
         return None
     keys: dict[int, bytes] = {}
-    for spec in args.auth_key:
+    for spec in specs:
         key_id, sep, secret = spec.partition(":")
         if not sep or not key_id.isdigit():
-            raise _UsageError(f"--auth-key {spec!r}: use ID:HEX or ID:@FILE, ID from 0 to 255")
+            raise ValueError(f"--auth-key {spec!r}: use ID:HEX or ID:@FILE, ID from 0 to 255")
         if secret.startswith("@"):
             try:
                 keys[int(key_id)] = Path(secret[1:]).read_bytes()
             except OSError as exc:
-                raise _UsageError(f"--auth-key {key_id}: cannot read {secret[1:]}: {exc}") from None
+                raise ValueError(f"--auth-key {key_id}: cannot read {secret[1:]}: {exc}") from None
         else:
             try:
                 keys[int(key_id)] = bytes.fromhex(secret)
             except ValueError:
-                raise _UsageError(f"--auth-key {key_id}: the secret is not hex") from None
-    active = (
-        args.auth_active if args.auth_active is not None else int(args.auth_key[0].split(":")[0])
-    )
-    return AuthKeys(keys, active)
+                raise ValueError(f"--auth-key {key_id}: the secret is not hex") from None
+    try:
+        return AuthKeys(keys, active if active is not None else int(specs[0].split(":")[0]))
+    except HbprotoError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _kernel(args: argparse.Namespace, config: Config) -> KernelTimeouts | None:

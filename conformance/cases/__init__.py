@@ -2,6 +2,7 @@
 
 from . import (
     ack,
+    auth,
     close,
     exchange,
     fields,
@@ -22,6 +23,7 @@ from . import (
 
 __all__ = [
     "ack",
+    "auth",
     "close",
     "exchange",
     "fields",

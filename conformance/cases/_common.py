@@ -19,7 +19,7 @@ from conformance.context import HANDSHAKE_WITHIN, SLOW_START, Context
 from conformance.model import Failed
 from conformance.peer import Received, ScriptedPeer
 from conformance.wire import Wire, WireClosed
-from hbproto import FrameError, decode, encode, encode_interval
+from hbproto import FrameError, decode, encode_interval
 from hbproto.frame import CloseCode, Frame, FrameType, State
 
 US = 1_000_000
@@ -262,7 +262,7 @@ async def listen(
                 and frame.type is FrameType.HEARTBEAT
                 and frame.your_id == peer.my_id
             ):
-                await wire.send(encode(peer.ack_for(frame)))
+                await wire.send(peer.encoded(peer.ack_for(frame)))
 
     async with trio.open_nursery() as nursery:
         for index, wire in enumerate(wires):

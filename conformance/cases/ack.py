@@ -5,8 +5,9 @@ from __future__ import annotations
 from conformance.context import Context
 from conformance.model import Category
 from conformance.registry import case
-from hbproto import encode
 from hbproto.frame import FrameType, State
+
+from ._common import is_ack_for
 
 
 @case(
@@ -31,6 +32,26 @@ async def echo(ctx: Context) -> None:
     )
     ctx.check(ack.my_id == peer.your_id, "the target's own identifier", f"{ack.my_id:08x}")
     ctx.check(ack.state is State.UP, "Sta UP in a session that is UP", ack.state.name)
+
+
+@case(
+    "6.2/timestamp-opaque",
+    "HEARTBEATs whose Timestamps run backwards, wrap and repeat are each answered, echoed exactly",
+    requires=("HB-FRAME-10", "HB-ACK-1", "HB-HB-1"),
+    category=Category.VALID,
+)
+async def timestamp_opaque(ctx: Context) -> None:
+    peer = await ctx.session()
+    for timestamp in (0xFFFF_FFFF, 0, 0x8000_0000, 0x8000_0000, 1):
+        hb = await peer.heartbeat(timestamp=timestamp)
+        got = await peer.expect(
+            f"an ACK to the HEARTBEAT with Timestamp {timestamp:08x}", is_ack_for(hb), 1.0
+        )
+        ctx.check(
+            got.frame.timestamp == timestamp and got.frame.state is State.UP,
+            f"Timestamp {timestamp:08x} echoed, Sta UP [HB-FRAME-10]",
+            f"Timestamp {got.frame.timestamp:08x}, Sta {got.frame.state.name}",
+        )
 
 
 @case(
@@ -64,7 +85,7 @@ async def not_larger(ctx: Context) -> None:
         lambda f: f.type is FrameType.ACK and f.seq == hb.seq,
         1.0,
     )
-    sent, answered = len(encode(hb)), len(encode(got.frame))
+    sent, answered = len(peer.encoded(hb)), len(got.raw)
     ctx.check(answered <= sent, f"an ACK of at most {sent} bytes", f"{answered} bytes")
 
 

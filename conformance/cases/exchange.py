@@ -16,7 +16,7 @@ from conformance.model import Category, Failed, Inconclusive
 from conformance.peer import ScriptedPeer
 from conformance.registry import case
 from conformance.wire import WireClosed
-from hbproto.frame import CloseCode, FrameType, State, Tlv, TlvType
+from hbproto.frame import AUTH_TLV_SIZE, CloseCode, FrameType, State, Tlv, TlvType
 
 from ._common import (
     detection_time,
@@ -169,7 +169,8 @@ async def data_brings_up(ctx: Context, peer: ScriptedPeer, size: int) -> None:
     (Table 8), which it must say at once in a triggered HEARTBEAT, as no ACK answers DATA."""
     await open_to_init(peer)
     peer.state = State.UP
-    payload = bytes(i & 0xFF for i in range(size - 31))
+    unsigned = size if peer.auth is None else size - AUTH_TLV_SIZE  # signed: ``size`` in all
+    payload = bytes(i & 0xFF for i in range(unsigned - 31))
     data = peer.frame(FrameType.DATA, state=State.UP, tlvs=(Tlv(TlvType.PAYLOAD, payload),))
     await peer.send(data, note=f"DATA of {size} bytes")
     got = await peer.expect(

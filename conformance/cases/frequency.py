@@ -18,7 +18,6 @@ from conformance.model import Category, Level, Unsupported
 from conformance.peer import Received, ScriptedPeer
 from conformance.registry import case
 from conformance.wire import WireClosed
-from hbproto import encode
 from hbproto.frame import CloseCode, Frame, FrameType, State
 
 from ._common import (
@@ -91,6 +90,18 @@ async def _flood(ctx: Context, peer: ScriptedPeer) -> tuple[Received, float, flo
             and got.frame.your_id == peer.my_id
         ):
             return got, first, judged
+    # Not closed, as far as the suite can see. A session that still answers is simply not
+    # enforced; one that answers nothing any more was ended without its CLOSE.
+    await pace(peer)
+    probe = await peer.heartbeat()
+    answer = await peer.next(trio.current_time() + 2.0)
+    while answer is not None and not is_ack_for(probe)(answer.frame):
+        answer = await peer.next(trio.current_time() + 2.0)
+    if answer is None:
+        ctx.fail(
+            "a CLOSE with reason too_frequent when the session ends [HB-CLOSE-1], or an ACK",
+            "no CLOSE, and no answer to a paced HEARTBEAT after the flood",
+        )
     raise Unsupported(
         "the target did not close a session flooded with premature HEARTBEATs: it does not "
         "claim enforce-rate (or its MAX_STRIKES is above 20)"
@@ -124,7 +135,7 @@ async def _closed_too_frequent(ctx: Context, peer: ScriptedPeer) -> Received:
 @case(
     "9.5/too-frequent",
     "A peer flooding HEARTBEATs is closed with reason too_frequent, after two strikes or more",
-    requires=("HB-FREQ-1", "HB-FREQ-7", "HB-FREQ-6"),
+    requires=("HB-FREQ-1", "HB-FREQ-7", "HB-FREQ-6", "HB-CLOSE-1"),
     category=Category.TIMERS,
     feature="enforce-rate",
 )
@@ -149,8 +160,8 @@ async def linger_answers(ctx: Context) -> None:
     hb = peer.frame(FrameType.HEARTBEAT)
     data = peer.data_frame(b"late")
     await peer.send(hb, note="HEARTBEAT for the closed session")
-    await other.send(encode(data), note="DATA for the closed session, from another address")
-    sizes = (len(encode(hb)), len(encode(data)))
+    await other.send(peer.encoded(data), note="DATA for the closed session, from another address")
+    sizes = (len(peer.encoded(hb)), len(peer.encoded(data)))
     heard = listen([peer.wire, other], trio.current_time() + 0.3)
     closes = [h for h in await heard if h.frame is not None and h.frame.your_id == peer.my_id]
     for index, what in enumerate(("HEARTBEAT", "DATA frame")):
@@ -197,7 +208,7 @@ async def linger_ignores_close_and_ack(ctx: Context) -> None:
     "9.5/conforming-not-struck",
     "Periodic HEARTBEATs at 0.8 of the judged interval, each followed by one that changes "
     "Mult, are all answered and never closed",
-    requires=("HB-FREQ-2", "HB-FREQ-6", "HB-FREQ-1", "HB-HB-1"),
+    requires=("HB-FREQ-2", "HB-FREQ-6", "HB-FREQ-1", "HB-HB-1", "HB-FREQ-8"),
     category=Category.TIMERS,
 )
 async def conforming_not_struck(ctx: Context) -> None:

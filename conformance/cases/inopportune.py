@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import trio
+
 from conformance.context import Context
 from conformance.model import Category
 from conformance.peer import ScriptedPeer
 from conformance.registry import case
 from hbproto.frame import CloseCode, Frame, FrameType, State
 
-from ._common import acks_for, is_ack_for, pace, still_up
+from ._common import acks_for, is_ack_for, listen, pace, still_up
 
 UDP = frozenset({"udp"})
 _MASK32 = 0xFFFFFFFF
@@ -232,9 +234,8 @@ async def opening_copy(ctx: Context) -> None:
 @case(
     "8.2/late-opening",
     "A new HEARTBEAT with Your Identifier 0 from an established session's peer is discarded",
-    requires=("HB-SES-7", "HB-SES-2", "HB-RX-12"),
+    requires=("HB-SES-7", "HB-SES-2", "HB-RX-12", "HB-TCP-2"),
     category=Category.INOPPORTUNE,
-    transports=UDP,
 )
 async def late_opening(ctx: Context) -> None:
     peer = await ctx.session()
@@ -272,3 +273,21 @@ async def opening_repeated(ctx: Context) -> None:
     up = await peer.heartbeat()
     got = await peer.expect("an ACK to our Sta UP", is_ack_for(up), 3.0)
     ctx.check(got.frame.state is State.UP, "Sta UP", f"Sta {got.frame.state.name}")
+
+
+@case(
+    "8.2/reflected-opening",
+    "An opening HEARTBEAT whose My Identifier is the target's own identifier opens nothing",
+    requires=("HB-SES-10", "HB-RX-9"),
+    category=Category.INOPPORTUNE,
+    transports=UDP,
+)
+async def reflected_opening(ctx: Context) -> None:
+    peer = await ctx.session()
+    other = await ctx.wire()  # as if the target's own opening came back from elsewhere
+    mirror = peer.frame(FrameType.HEARTBEAT, state=State.DOWN, your_id=0, my_id=peer.your_id)
+    await other.send(peer.encoded(mirror), note="My Identifier: the target's own")
+    heard = await listen([other, peer.wire], trio.current_time() + 0.5, answer={1: peer})
+    there = [h for h in heard if h.wire == 0]
+    ctx.check(not there, "no answer to the target's own identifier", f"{len(there)} frames")
+    await still_up(ctx, peer, "an opening HEARTBEAT carrying the target's identifier")

@@ -17,7 +17,6 @@ from conformance.model import Category, Level
 from conformance.peer import ScriptedPeer
 from conformance.registry import case
 from conformance.wire import WireClosed
-from hbproto import encode
 from hbproto.frame import CloseCode, FrameType, State
 
 from ._common import (
@@ -176,8 +175,11 @@ async def only_valid_frames_count(ctx: Context) -> None:
             # sent past the peer's bookkeeping, so that last_sent stays the last valid frame.
             for raw, note in (
                 (craft(peer.frame(FrameType.HEARTBEAT), flip_crc=True), "bad CRC"),
-                (encode(replayed), "replayed"),
-                (encode(peer.frame(FrameType.HEARTBEAT, your_id=stranger)), "another session"),
+                (peer.encoded(replayed), "replayed"),
+                (
+                    peer.encoded(peer.frame(FrameType.HEARTBEAT, your_id=stranger)),
+                    "another session",
+                ),
             ):
                 await peer.wire.send(raw, note=note)
             due += expected / 3

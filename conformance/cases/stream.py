@@ -28,7 +28,7 @@ async def byte_at_a_time(ctx: Context) -> None:
     wire = peer.wire
     assert isinstance(wire, TcpWire)
     opening = peer.frame(FrameType.HEARTBEAT, state=State.DOWN, your_id=0)
-    await wire.send_slowly(encode(opening), gap=0.005)
+    await wire.send_slowly(peer.encoded(opening), gap=0.005)
     got = await peer.expect(
         "Sta INIT answering a HEARTBEAT sent byte by byte",
         lambda f: f.your_id == peer.my_id and f.state is State.INIT,
@@ -36,7 +36,7 @@ async def byte_at_a_time(ctx: Context) -> None:
     )
     peer.your_id, peer.state = got.frame.my_id, State.UP
     up = peer.frame(FrameType.HEARTBEAT)
-    await wire.send_slowly(encode(up), gap=0.005)
+    await wire.send_slowly(peer.encoded(up), gap=0.005)
     await peer.expect(
         "Sta UP", lambda f: f.your_id == peer.my_id and f.state is State.UP, HANDSHAKE_WITHIN
     )
@@ -55,7 +55,9 @@ async def frames_in_one_segment(ctx: Context) -> None:
     peer.keep_alive(None)
     heartbeat = peer.frame(FrameType.HEARTBEAT)
     close = peer.close_frame()
-    await peer.send(encode(heartbeat) + encode(close), note="a HEARTBEAT and a CLOSE in one write")
+    await peer.send(
+        peer.encoded(heartbeat) + peer.encoded(close), note="a HEARTBEAT and a CLOSE in one write"
+    )
     await peer.expect(
         "an ACK for the HEARTBEAT",
         lambda f: f.type is FrameType.ACK and f.seq == heartbeat.seq,

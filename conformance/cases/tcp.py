@@ -15,7 +15,6 @@ from conformance.context import Context
 from conformance.model import Category, Level
 from conformance.registry import case
 from conformance.wire import TcpWire, WireClosed
-from hbproto import encode
 from hbproto.frame import MAX_FRAME, FrameType, State, Tlv, TlvType
 
 from ._common import (
@@ -67,7 +66,7 @@ async def partial_frame(ctx: Context) -> None:
     await peer.expect("an ACK to our HEARTBEAT", is_ack_for(hb), 1.0)
     await silence(peer)
     silent_from = peer.last_sent
-    raw = encode(peer.frame(FrameType.HEARTBEAT))
+    raw = peer.encoded(peer.frame(FrameType.HEARTBEAT))
     step = expected / 4
 
     async def trickle() -> None:

@@ -8,12 +8,15 @@ the timing tolerance measured on this machine.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 from conformance.context import Context
 from conformance.model import Category
 from conformance.peer import ScriptedPeer
 from conformance.registry import case
 from hbproto.frame import CloseCode, Frame, FrameType, State
+
+from ._common import is_ack_for
 
 _US = 1_000_000
 
@@ -83,6 +86,38 @@ async def slower_for_the_peer(ctx: Context) -> None:
     gaps = await _gaps(ctx, peer, 2, 2 * tx + 1)
     for i, gap in enumerate(gaps):
         ctx.within_bound(f"gap {i + 1} (TxInterval {tx:.3f} s)", gap, 0.75 * tx, tx)
+
+
+@case(
+    "9.3/misses-not-accumulated",
+    "HEARTBEATs 0.8 DetectionTime apart, and nothing else, keep the suite UP",
+    requires=("HB-DET-4", "HB-DET-1", "HB-DET-2"),
+    category=Category.TIMERS,
+)
+async def misses_not_accumulated(ctx: Context) -> None:
+    peer = await ctx.session()
+    last = await _steady(ctx, peer)
+    expected_remote = max(peer.desired_tx or 0, last.required_rx or 0) / _US  # [HB-NEG-2]
+    gap = 0.8 * peer.mult * expected_remote  # each gap misses Mult - 1 intervals, or nearly
+    peer.keep_alive(None)
+    peer.auto_ack = False  # only the suite's HEARTBEATs refresh the target's timer
+    for beat in range(4):
+        await peer.wait_until(peer.last_sent + gap)
+        answer = is_ack_for(await peer.heartbeat(paced=False))
+
+        def acked_or_down(f: Frame, answer: Callable[[Frame], bool] = answer) -> bool:
+            return answer(f) or (f.your_id == peer.my_id and f.state is not State.UP)
+
+        got = await peer.expect(
+            f"an ACK with Sta UP to HEARTBEAT {beat + 1}, sent {gap:.3f} s after the last frame",
+            acked_or_down,
+            1.0,
+        )
+        ctx.check(
+            got.frame.type is FrameType.ACK and got.frame.state is State.UP,
+            f"the session still UP after {beat + 1} gaps of 0.8 DetectionTime [HB-DET-4]",
+            f"{got.frame.type.name} with Sta {got.frame.state.name}",
+        )
 
 
 @case(

@@ -17,8 +17,7 @@ from conformance.context import HANDSHAKE_WITHIN, Context
 from conformance.model import Category, Failed, Level, Unsupported
 from conformance.peer import ScriptedPeer
 from conformance.registry import case
-from hbproto import encode
-from hbproto.frame import UDP_MAX_FRAME, FrameType, State
+from hbproto.frame import AUTH_TLV_SIZE, UDP_MAX_FRAME, FrameType, State
 
 from ._common import (
     Heard,
@@ -59,7 +58,7 @@ async def ack_to_source(ctx: Context) -> None:
     other = await ctx.wire()
     await pace(peer)
     hb = peer.frame(FrameType.HEARTBEAT)
-    await other.send(encode(hb), note="from a second address")
+    await other.send(peer.encoded(hb), note="from a second address")
     heard = await listen([peer.wire, other], trio.current_time() + 0.3, answer={0: peer})
     acks = [
         h
@@ -89,10 +88,10 @@ async def rebinding(ctx: Context) -> None:
     wires = [peer.wire, second, third]
     await pace(peer)
     hb = peer.frame(FrameType.HEARTBEAT)
-    await second.send(encode(hb), note="from a second address")
+    await second.send(peer.encoded(hb), note="from a second address")
     # Another current frame from a third address, within the probe period: no probe for it
     # [HB-UDP-10]. DATA, so that it cannot be a premature HEARTBEAT.
-    await third.send(encode(peer.data_frame(b"moving")), note="from a third address")
+    await third.send(peer.encoded(peer.data_frame(b"moving")), note="from a third address")
     heard = await listen(wires, trio.current_time() + max(0.3, 3 * period), answer={0: peer})
     probes = _heartbeats(heard, 1, peer)
     ctx.check(
@@ -100,8 +99,9 @@ async def rebinding(ctx: Context) -> None:
     )
     probe = probes[0]
     assert probe.frame is not None
+    bare = 28 if ctx.auth is None else 28 + AUTH_TLV_SIZE  # no TLV but AUTH
     ctx.check(
-        len(probe.raw) == 28 and probe.frame.state is State.UP,
+        len(probe.raw) == bare and probe.frame.state is State.UP,
         "a bare HEARTBEAT with Sta UP [HB-UDP-9]",
         f"{len(probe.raw)} bytes, Sta {probe.frame.state.name}",
     )
@@ -122,7 +122,7 @@ async def rebinding(ctx: Context) -> None:
         timestamp=probe.frame.timestamp ^ 0xFFFF_FFFF,
         your_id=probe.frame.my_id,
     )
-    await second.send(encode(forged), note="ACK for the probe, wrong Timestamp")
+    await second.send(peer.encoded(forged), note="ACK for the probe, wrong Timestamp")
     heard = await listen(wires, trio.current_time() + max(0.25, 2 * period), answer={0: peer})
     stray = _heartbeats(heard, 1, peer) + _heartbeats(heard, 2, peer)
     ctx.check(
@@ -131,7 +131,7 @@ async def rebinding(ctx: Context) -> None:
         "[HB-UDP-9]",
         f"{len(stray)}",
     )
-    await second.send(encode(peer.ack_for(probe.frame)), note="ACK for the probe")
+    await second.send(peer.encoded(peer.ack_for(probe.frame)), note="ACK for the probe")
     answered = trio.current_time()
     heard = await listen(wires, answered + max(0.4, 3 * period), answer={1: peer})
     late = [h for h in _heartbeats(heard, 0, peer) if h.time > answered + grace]
@@ -168,7 +168,7 @@ async def restart(ctx: Context) -> None:
     expected = expected_remote(old, target_of(old)) or 1.0
     period = tx_interval(old, target_of(old)) or 1.0
     await trio.sleep(1.5 * expected)  # silent for more than its ExpectedRemote
-    new = ScriptedPeer(old.wire, ctx.rng)  # the same address: a restarted peer
+    new = ScriptedPeer(old.wire, ctx.rng, auth=ctx.auth)  # the same address: a restarted peer
     await new.handshake(HANDSHAKE_WITHIN)
     up = new.received[-1].time
     new.keep_alive(new.interval)
@@ -200,7 +200,7 @@ async def no_restart_while_alive(ctx: Context) -> None:
     first.keep_alive(
         None if target.required_rx == 0 else 0.65 * (expected_remote(first, target) or 1.0)
     )
-    second = ScriptedPeer(first.wire, ctx.rng)
+    second = ScriptedPeer(first.wire, ctx.rng, auth=ctx.auth)
 
     def answered(state: State) -> Callable[[], bool]:
         return lambda: any(

@@ -23,8 +23,8 @@ _VECTORS = Path(__file__).resolve().parent.parent / "vectors.json"
 
 # The check of SPEC section 7 that rejects each error, with its requirement.
 _CHECKS = {
-    "truncated": ("V-1", "HB-RX-1"),
-    "bad_version": ("V-2", "HB-RX-2"),
+    "bad_version": ("V-1", "HB-RX-1"),
+    "truncated": ("V-2", "HB-RX-2"),  # an empty frame is V-1's, counted truncated all the same
     "bad_length": ("V-4", "HB-RX-4"),
     "bad_checksum": ("V-5", "HB-RX-5"),
     "unknown_type": ("V-6", "HB-RX-6"),
@@ -36,16 +36,26 @@ _FRAMED_ON_TCP = {"bad_checksum", "unknown_type", "bad_field", "bad_tlv"}
 
 
 @cache
-def invalid_vectors(error: str) -> list[tuple[int, bytes]]:
-    """``(tcId, frame)`` of every invalid vector counted under ``error`` (those judged against
-    a receiver's own size limit are left out: the target's limit is its own)."""
+def _vector_tests(error: str) -> list[dict[str, object]]:
     data = json.loads(_VECTORS.read_text(encoding="utf-8"))
     return [
-        (t["tcId"], bytes.fromhex(t["hex"]))
+        t
         for group in data["testGroups"]
         for t in group["tests"]
         if t["result"] == "invalid" and t["error"] == error and "maxSize" not in t
     ]
+
+
+def invalid_vectors(error: str) -> list[tuple[int, bytes]]:
+    """``(tcId, frame)`` of every invalid vector counted under ``error`` (those judged against
+    a receiver's own size limit are left out: the target's limit is its own)."""
+    return [(int(str(t["tcId"])), bytes.fromhex(str(t["hex"]))) for t in _vector_tests(error)]
+
+
+def _exercised(error: str) -> tuple[str, ...]:
+    """The requirements the vectors of ``error`` exercise, as vectors.json lists them."""
+    found = {str(r) for t in _vector_tests(error) for r in t["requirements"]}  # type: ignore[attr-defined]
+    return tuple(sorted(found))
 
 
 def _register(error: str, check: str, requirement: str) -> None:
@@ -54,7 +64,11 @@ def _register(error: str, check: str, requirement: str) -> None:
     @case(
         f"7/{check}-{error.replace('_', '-')}",
         f"Invalid frames rejected by {check} ({error}) are discarded and change nothing",
-        requires=(requirement, "HB-RX-14"),
+        requires=(
+            requirement,
+            "HB-RX-14",
+            *(r for r in _exercised(error) if r not in (requirement, "HB-RX-14")),
+        ),
         category=Category.MALFORMED,
         transports=transports,
     )
