@@ -105,14 +105,17 @@ class Config:
 
     @property
     def desired_tx_us(self) -> int | None:
+        """``interval`` in microseconds, as Desired TX carries it."""
         return _to_us(self.interval, "interval", zero_ok=False)
 
     @property
     def required_rx_us(self) -> int | None:
+        """``min_rx`` in microseconds, as Required Min RX carries it (``None``: no limit)."""
         return _to_us(self.min_rx, "min_rx", zero_ok=True)
 
     @property
     def min_tx_us(self) -> int:
+        """``min_tx`` (MIN_TX, [HB-NEG-7]) in microseconds."""
         us = _to_us(self.min_tx, "min_tx", zero_ok=False)
         assert us is not None  # validated in __post_init__
         return us

@@ -225,9 +225,11 @@ class Connection:
         return out
 
     def next_event(self) -> Event | None:
+        """The oldest event not yet taken, or ``None``."""
         return self.events.popleft() if self.events else None
 
     def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` must next be called (the owner's clock), or ``None``."""
         if self.ended:
             return None
         deadlines = [
@@ -255,6 +257,8 @@ class Connection:
         return since + dt / _US
 
     def handle_timer(self, now: float) -> None:
+        """Run every timer due at ``now``: HEARTBEATs, detection, the handshake and
+        partial-frame deadlines. Frames it produces wait in :meth:`data_to_send`."""
         if self.ended:
             return
         partial = self._partial_deadline()

@@ -47,6 +47,8 @@ class DownReason(Enum):
 
 
 class DetectedBy(Enum):
+    """Which side detected a failure: this endpoint's timer, or the peer (its Sta DOWN)."""
+
     LOCAL = "local"
     REMOTE = "remote"
 

@@ -33,7 +33,7 @@ from .address import Address, SockAddr
 from .errors import ConnectFailed
 from .events import Reconnecting
 
-__all__ = ["Backoff", "Observer", "Peer", "Server"]
+__all__ = ["Backoff", "Observer", "Peer", "Server", "event_fields"]
 
 LOGGER = logging.getLogger("hbproto")
 
@@ -58,6 +58,8 @@ class Backoff:
             raise ValueError("back-off needs 0 < initial <= maximum and factor >= 1")
 
     def delay(self, attempt: int, rng: Random) -> float:
+        """Seconds to wait before reconnection ``attempt`` (1, 2, ...): half the backed-off
+        delay, plus up to as much again at random."""
         base = min(self.maximum, self.initial * self.factor ** max(0, attempt - 1))
         return base / 2 + rng.uniform(0, base / 2)
 
@@ -257,6 +259,7 @@ class Peer(_Common):
 
     @property
     def is_up(self) -> bool:
+        """Whether the session is UP now."""
         return self._up
 
     @property
@@ -272,6 +275,7 @@ class Peer(_Common):
             await self._changed.wait()
 
     async def wait_finished(self) -> None:
+        """Wait until the peer has stopped for good (closed, or out of reconnection)."""
         await self._finished.wait()
 
     def _signal(self) -> None:
@@ -285,7 +289,8 @@ class Peer(_Common):
 
     @property
     @abstractmethod
-    def local_address(self) -> SockAddr | None: ...
+    def local_address(self) -> SockAddr | None:
+        """The local address of the socket or connection, once there is one."""
 
     @abstractmethod
     async def send(self, data: bytes) -> None:

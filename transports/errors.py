@@ -10,6 +10,7 @@ __all__ = [
     "ListenFailed",
     "NotConnected",
     "TransportError",
+    "UnknownHost",
     "os_reason",
 ]
 

@@ -78,6 +78,7 @@ class KernelTimeouts:
         return float(self.keepalive_idle + self.keepalive_interval * self.keepalive_count)
 
     def describe(self) -> str:
+        """The settings in one line, for logs and the command line."""
         parts = []
         if self.keepalive_idle is None:
             parts.append("keepalive off")
