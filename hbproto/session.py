@@ -929,7 +929,8 @@ class Session:
             self._ia_mean, self._ia_var = interarrival_seed(self.exp_us / _US)
 
     def _premature(self, frame: Frame, now: float, *, found_up: bool) -> bool:
-        """Track strikes [HB-FREQ-1], [HB-FREQ-6]; True if the HEARTBEAT is premature."""
+        """Track strikes [HB-FREQ-1], [HB-FREQ-6]; True if the HEARTBEAT is premature and
+        goes unanswered [HB-FREQ-3]."""
         sig = heartbeat_key(frame)  # also the fast path's key: see fast_heartbeat
         last = self.last_hb_rx
         self.last_hb_rx = now
@@ -972,7 +973,10 @@ class Session:
                 now,
                 linger=True,
             )
-        return True
+        # A first strike is answered: a conforming peer earns no more than one in a row (SPEC
+        # 9.5), with a rebinding probe sent just after a HEARTBEAT, and it adopts our new
+        # address only once the probe is answered [HB-UDP-8].
+        return self.strikes > 1
 
     def _transition(self, old: State, new: State, frame: Frame, now: float) -> None:
         events = self.owner.events

@@ -162,6 +162,14 @@ class StreamDriver:
                 continue
             stalled = self._stall_deadline()
             if stalled is not None and stalled <= now:
+                exp = conn.session.exp_us
+                since = self._writing_since
+                if since is not None and exp is not None and now - stalled > exp / 1_000_000:
+                    # Found this late, the deadline passed while this process was stalled, not
+                    # while the peer refused to read: as [HB-STALL-1] does for the detection
+                    # timer, give the write ExpectedRemote more before judging the peer.
+                    self._writing_since = since + (now - stalled) + exp / 1_000_000
+                    continue
                 self.counters["send_blocked"] += 1
                 conn.transport_failed(DownReason.SEND_BLOCKED, now)
                 continue
