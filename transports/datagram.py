@@ -20,6 +20,10 @@ from .errors import ConnectFailed, ListenFailed, os_reason
 __all__ = ["DatagramSocket", "KernelDatagramSocket"]
 
 _MAX_DATAGRAM = 65535
+# A responder's receive buffer. The system default (about 200 KiB, a few hundred small
+# datagrams) overflows in the bursts of a server with tens of thousands of peers, and every
+# datagram dropped there is a heartbeat lost; the kernel caps the request at net.core.rmem_max.
+SERVER_RCVBUF = 4 << 20
 
 
 class DatagramSocket(Protocol):
@@ -57,6 +61,7 @@ class KernelDatagramSocket:
         """A socket bound to ``address`` (port 0: any free port); :class:`ListenFailed` if not."""
         family, sockaddr = await address.resolve(passive=True)
         sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SERVER_RCVBUF)
         try:
             sock.bind(sockaddr)
         except OSError as exc:

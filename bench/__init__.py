@@ -1,0 +1,1 @@
+"""Benchmarks of hbproto: ``python3 -m bench --help`` lists the sections (BENCHMARKS.md)."""
