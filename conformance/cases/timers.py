@@ -16,7 +16,7 @@ from conformance.peer import ScriptedPeer
 from conformance.registry import case
 from hbproto.frame import CloseCode, Frame, FrameType, State
 
-from ._common import is_ack_for
+from ._common import is_ack_for, pace, target_of
 
 _US = 1_000_000
 
@@ -34,6 +34,22 @@ async def _steady(ctx: Context, peer: ScriptedPeer) -> Frame:
         last = got.frame
     assert last is not None
     return last
+
+
+async def _only_acks(peer: ScriptedPeer) -> None:
+    """From now on send no HEARTBEATs, only ACKs to the target's. The ACKs keep the session UP,
+    and they do not restart the interval of a target in idle-only mode as ACKs of its own
+    would ([HB-TX-3]). So that an ACK every TxInterval is enough for the target's detection,
+    the suite first raises its own Desired TX to the target's TxInterval, with a poll."""
+    target = target_of(peer)
+    tx = max(target.desired_tx or 1_000_000, peer.required_rx or 0)  # [HB-NEG-1]
+    if (peer.desired_tx or 0) < tx:
+        await pace(peer)  # at the old pace: the new one applies once the poll is answered
+        peer.desired_tx = tx
+        poll = await peer.heartbeat(poll=True, paced=False)  # [HB-POLL-3]
+        await peer.expect("an ACK with F to our poll", is_ack_for(poll), 1.0)
+    peer.keep_alive(None)
+    peer.auto_ack = True
 
 
 async def _gaps(ctx: Context, peer: ScriptedPeer, count: int, within: float) -> list[float]:
@@ -55,17 +71,20 @@ async def _gaps(ctx: Context, peer: ScriptedPeer, count: int, within: float) -> 
     category=Category.TIMERS,
 )
 async def interval_and_jitter(ctx: Context) -> None:
-    peer = await ctx.session(required_rx=50_000)
+    # R = 200 ms makes T 200 ms or more: jitter (a quarter of T) well above timing noise.
+    peer = await ctx.session(required_rx=200_000)
+    await _only_acks(peer)
     last = await _steady(ctx, peer)
     tx = max(last.desired_tx or 0, peer.required_rx or 0) / _US  # [HB-NEG-1]
     if not tx:
         ctx.fail("a target that sends periodic HEARTBEATs", "Desired TX 0 or no preference")
     high = 0.9 * tx if last.mult == 1 else tx
-    gaps = await _gaps(ctx, peer, 6, 2 * tx + 1)
+    gaps = await _gaps(ctx, peer, 10, 2 * tx + 1)
     for i, gap in enumerate(gaps):
         ctx.within_bound(f"gap {i + 1} (TxInterval {tx:.3f} s)", gap, 0.75 * tx, high)
-    # Six draws from [0.75, 1.0] x T spread over about 0.18 T; under 0.05 T means no jitter
-    # (timing noise only ever widens the spread, so it cannot hide jitter, only fake some).
+    # Ten draws from [0.75, 1.0] x T (from [0.75, 0.9] at Mult 1) all within 0.05 T of each
+    # other: a chance below 1 in 2,500 (Mult 1) or 1 in 200,000. Timing noise only widens the
+    # spread, so it cannot hide jitter, only fake some.
     ctx.check(
         max(gaps) - min(gaps) >= 0.05 * tx,
         "intervals that vary (jitter drawn afresh for each one)",
@@ -81,6 +100,7 @@ async def interval_and_jitter(ctx: Context) -> None:
 )
 async def slower_for_the_peer(ctx: Context) -> None:
     peer = await ctx.session(required_rx=1_200_000)
+    await _only_acks(peer)
     last = await _steady(ctx, peer)
     tx = max(last.desired_tx or 0, peer.required_rx or 0) / _US
     gaps = await _gaps(ctx, peer, 2, 2 * tx + 1)

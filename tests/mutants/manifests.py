@@ -39,6 +39,8 @@ _NO_USABLE_ACK = (
     "8.5/replay",
     "8.5/window-edge",
     "9.1/r-zero",
+    "9.1/slower-for-the-peer",
+    "9.2/interval-and-jitter",
     "9.3/detection-promptly",
     "9.3/misses-not-accumulated",
     "9.3/mult-change",
@@ -60,6 +62,7 @@ _NO_USABLE_ACK_UDP = (
     "7/V-4-bad-length",
     "7/V-4-in-session",
     "8.4/resume",
+    "8.2/reflected-opening",
 )
 _NO_USABLE_ACK_TCP = (
     *_NO_USABLE_ACK,
@@ -236,11 +239,13 @@ MANIFESTS: dict[str, dict[str, tuple[str, ...]]] = {
     "ignores-peer-minimum": {
         "tcp": (
             "9.1/slower-for-the-peer",
+            "9.2/interval-and-jitter",
             "9.4/change-without-poll",
             "9.4/poll-applied",
         ),
         "udp": (
             "9.1/slower-for-the-peer",
+            "9.2/interval-and-jitter",
             "9.4/change-without-poll",
             "9.4/poll-applied",
         ),
@@ -280,7 +285,6 @@ MANIFESTS: dict[str, dict[str, tuple[str, ...]]] = {
         ),
         "udp": (
             "4/non-canonical-codes",
-            "9.1/slower-for-the-peer",
             "9.3/detection",
             "9.3/detection-promptly",
             "9.3/mult-change",
@@ -291,12 +295,10 @@ MANIFESTS: dict[str, dict[str, tuple[str, ...]]] = {
         "tcp": (
             *_NO_USABLE_ACK_TCP,
             "8.5/wraparound",
-            "9.1/slower-for-the-peer",
         ),
         "udp": (
             *_NO_USABLE_ACK_UDP,
             "8.5/wraparound",
-            "9.1/slower-for-the-peer",
         ),
     },
     "never-down": {
