@@ -2,17 +2,21 @@
 suite has teeth.
 
 Each mutant is the reference ``hbproto`` command with one fault patched into the core, and a
-manifest: for each transport it is judged on, the cases it must fail. ``tests/test_mutants.py``
-runs the whole catalogue against every mutant and checks that exactly those cases fail (FAIL,
-or NON-STRICT for a SHOULD) and everything else passes or is skipped.
+manifest (:mod:`tests.mutants.manifests`): for each transport it is judged on, the cases it
+must fail. ``tests/test_mutants.py`` runs the whole catalogue against every mutant and checks
+that exactly those cases do not pass (FAIL, NON-STRICT for a SHOULD, or ERROR when the fault
+keeps a case from running at all) and that everything else passes, or is skipped or
+unsupported.
 
-Run one by hand::
+Run one by hand, as a responder or (for the two initiator mutants) as the suite's client::
 
     python3 -m tests.mutants never-acks serve udp://127.0.0.1:9999 -i 0.1
     python3 -m conformance udp://127.0.0.1:9999
+    python3 -m conformance --transport udp \
+        --client-cmd 'python3 -m tests.mutants no-refusal-back-off connect {target} --reconnect'
 
 ``python3 -m tests.mutants --list`` lists them; ``python3 -m tests.mutants --coverage``
-prints which MUST requirements no case checks and which no mutant's failures reach.
+prints which MUST requirements no case checks (and why) and which no mutant's failures reach.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from hbproto.auth import AuthKeys
 from hbproto.connection import Connection
 from hbproto.endpoint import Endpoint
 from hbproto.errors import FrameError
-from hbproto.events import DownReason
+from hbproto.events import DetectedBy, DownReason, PeerDown
 from hbproto.frame import (
     AUTH_MAC_SIZE,
     AUTH_TLV_SIZE,
@@ -63,6 +67,7 @@ class Mutant:
     patch: Patch
     transports: tuple[str, ...] = ("udp", "tcp")
     auth: bool = False  # judged with authentication on (TEST_KEYS at both ends)
+    initiator: bool = False  # judged as an initiator (hbproto connect), not a responder
 
     @property
     def fails(self) -> dict[str, frozenset[str]]:
@@ -315,6 +320,21 @@ def _no_reflection_check() -> None:
     Endpoint.receive_datagram = receive_datagram  # type: ignore[method-assign]
 
 
+def _no_refusal_back_off() -> None:
+    Endpoint._refused = lambda self, session: None  # type: ignore[method-assign]
+
+
+def _down_blamed_on_the_peer() -> None:
+    """Report the detection timer's verdict as the peer's own report."""
+
+    def peer_down(
+        session: int, reason: DownReason, by: DetectedBy, silent: float, dt: float | None
+    ) -> PeerDown:
+        return PeerDown(session, reason, DetectedBy.REMOTE, silent, dt)
+
+    setattr(hbproto.session, "PeerDown", peer_down)  # noqa: B010
+
+
 def _no_handshake_deadline() -> None:
     original = Connection.__init__
 
@@ -464,6 +484,19 @@ MUTANTS = _by_name(
         "keeps a TCP connection whose session never comes up",
         _no_handshake_deadline,
         _TCP,
+    ),
+    Mutant(
+        "no-refusal-back-off",
+        "an initiator that opens a new session at once after a refusal",
+        _no_refusal_back_off,
+        _UDP,
+        initiator=True,
+    ),
+    Mutant(
+        "down-blamed-on-the-peer",
+        "an initiator that reports its own detection timeout as detected by the peer",
+        _down_blamed_on_the_peer,
+        initiator=True,
     ),
     Mutant(
         "closes-on-bad-frame",

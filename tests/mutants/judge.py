@@ -94,6 +94,18 @@ async def judge(
     """The catalogue (or ``cases``) against ``mutant`` serving over ``transport``."""
     tag = f"{mutant.name}-{transport}-{next(_TAGS)}"
     report = workdir / f"{tag}.json"
+    if mutant.initiator:
+        command = (
+            f"{sys.executable} -m tests.mutants {mutant.name} connect {{target}} -i 0.1 "
+            f"--json --reconnect {' '.join(_argv(mutant))}"
+        )
+        await trio.run_process(
+            [sys.executable, "-m", "conformance", *(cases or []), "--client-cmd", command,
+             "--transport", transport, "--seed", str(SEED), "--json", str(report),
+             *_argv(mutant)],
+            cwd=ROOT, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        return _read(mutant, transport, report)
     with (workdir / f"{tag}.log").open("wb") as log:
         server = await trio.lowlevel.open_process(
             [sys.executable, "-m", "tests.mutants", mutant.name, "serve",
@@ -115,6 +127,10 @@ async def judge(
         finally:
             server.kill()
             await server.wait()
+    return _read(mutant, transport, report)
+
+
+def _read(mutant: Mutant, transport: str, report: Path) -> Judgement:
     results = json.loads(report.read_text(encoding="utf-8"))["results"]
     return Judgement(
         mutant.name,
@@ -145,7 +161,8 @@ def _shards(mutant: Mutant, transport: str) -> list[list[str] | None]:
     many timeouts), dealt into :data:`SHARDS` pieces judged side by side."""
     if len(mutant.fails[transport]) <= SHARD_ABOVE:
         return [None]
-    ids = [c.id for c in catalogue() if transport in c.transports and Role.RESPONDER in c.roles]
+    role = Role.INITIATOR if mutant.initiator else Role.RESPONDER
+    ids = [c.id for c in catalogue() if transport in c.transports and role in c.roles]
     return [ids[i::SHARDS] for i in range(SHARDS)]
 
 

@@ -72,6 +72,13 @@ _NO_USABLE_ACK_TCP = (
 )
 
 MANIFESTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "down-blamed-on-the-peer": {
+        "tcp": ("9.3/initiator-reports-down",),
+        "udp": ("9.3/initiator-reports-down",),
+    },
+    "no-refusal-back-off": {
+        "udp": ("6.4/refusal-back-off",),
+    },
     "accepts-bad-checksum": {
         "tcp": (
             "7/V-5-in-session",
