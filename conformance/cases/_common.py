@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -80,6 +80,15 @@ def judged_interval(peer: ScriptedPeer, target: Frame) -> float:
 
 def is_ack_for(heartbeat: Frame) -> Callable[[Frame], bool]:
     return lambda f: f.type is FrameType.ACK and f.seq == heartbeat.seq
+
+
+def answered_or_changed(peer: ScriptedPeer, seqs: Container[int]) -> Callable[[Frame], bool]:
+    """A frame of the session that ACKs one of ``seqs``, or says the target left UP: what a
+    frame the target must discard must not draw [HB-RX-14]."""
+    return lambda f: (
+        f.your_id == peer.my_id
+        and (f.state is not State.UP or (f.type is FrameType.ACK and f.seq in seqs))
+    )
 
 
 async def acks_for(

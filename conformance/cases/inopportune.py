@@ -19,7 +19,7 @@ from conformance.peer import ScriptedPeer
 from conformance.registry import case
 from hbproto.frame import CloseCode, Frame, FrameType, State
 
-from ._common import acks_for, is_ack_for, listen, pace, still_up
+from ._common import acks_for, answered_or_changed, is_ack_for, listen, pace, still_up
 
 UDP = frozenset({"udp"})
 _MASK32 = 0xFFFFFFFF
@@ -65,13 +65,7 @@ async def duplicate_ack(ctx: Context) -> None:
     peer.auto_ack = True
     await peer.expect_nothing(
         "change of state, or an answer to an ACK",
-        lambda f: (
-            f.your_id == peer.my_id
-            and (
-                f.state is not State.UP
-                or (f.type is FrameType.ACK and f.seq in (hb.seq, never.seq))
-            )
-        ),
+        answered_or_changed(peer, (hb.seq, never.seq)),
         0.3,
     )
     await still_up(ctx, peer, "a duplicate and an unsolicited ACK with Sta DOWN")
@@ -152,13 +146,7 @@ async def window_edge(ctx: Context) -> None:
     await peer.send(inside, note="63 behind the newest, never sent before")
     await peer.expect_nothing(
         "ACK to a HEARTBEAT 64 behind or repeated, nor a change of state",
-        lambda f: (
-            f.your_id == peer.my_id
-            and (
-                f.state is not State.UP
-                or (f.type is FrameType.ACK and f.seq in (outside.seq, newest.seq))
-            )
-        ),
+        answered_or_changed(peer, (outside.seq, newest.seq)),
         0.3,
     )
     await acks_for(peer, [inside], 0.1)  # 63 behind: still in the window

@@ -19,6 +19,7 @@ from hbproto.frame import CloseCode, FrameType, State
 
 from ._common import (
     TIMER_SLACK,
+    answered_or_changed,
     detection_time,
     is_ack_for,
     open_to_init,
@@ -117,13 +118,7 @@ async def resume(ctx: Context) -> None:
     await peer.send(encode(again), note="replayed from the new handshake")
     await peer.expect_nothing(
         "answer to a replayed HEARTBEAT, nor a change of state",
-        lambda f: (
-            f.your_id == peer.my_id
-            and (
-                f.state is not State.UP
-                or (f.type is FrameType.ACK and f.seq in (down.seq, again.seq))
-            )
-        ),
+        answered_or_changed(peer, (down.seq, again.seq)),
         0.3,
     )
     await still_up(ctx, peer, "replays of HEARTBEATs from before and during the resumption")

@@ -22,7 +22,14 @@ from conformance.wire import WireClosed
 from hbproto import encode
 from hbproto.frame import FrameType, State, Tlv, TlvType
 
-from ._common import craft, is_ack_for, still_up, stream_closed_for_protocol_error, tlv
+from ._common import (
+    answered_or_changed,
+    craft,
+    is_ack_for,
+    still_up,
+    stream_closed_for_protocol_error,
+    tlv,
+)
 
 UDP = frozenset({"udp"})
 _AUTH = tlv(TlvType.AUTH, bytes([1]) + bytes(range(16)))  # well formed, but auth is not in use
@@ -180,10 +187,7 @@ def _register(
                 await peer.send(raw, note=what)
             await peer.expect_nothing(
                 "answer to an invalid frame, nor a change of state",
-                lambda f: (
-                    f.your_id == peer.my_id
-                    and ((f.type is FrameType.ACK and f.seq in seqs) or f.state is not State.UP)
-                ),
+                answered_or_changed(peer, seqs),
                 0.2,
             )
             await still_up(ctx, peer, f"{len(bad)} invalid frames")
