@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from conformance.context import Context
 from conformance.model import Category
@@ -36,7 +37,7 @@ _FRAMED_ON_TCP = {"bad_checksum", "unknown_type", "bad_field", "bad_tlv"}
 
 
 @cache
-def _vector_tests(error: str) -> list[dict[str, object]]:
+def _vector_tests(error: str) -> list[dict[str, Any]]:
     data = json.loads(_VECTORS.read_text(encoding="utf-8"))
     return [
         t
@@ -49,12 +50,12 @@ def _vector_tests(error: str) -> list[dict[str, object]]:
 def invalid_vectors(error: str) -> list[tuple[int, bytes]]:
     """``(tcId, frame)`` of every invalid vector counted under ``error`` (those judged against
     a receiver's own size limit are left out: the target's limit is its own)."""
-    return [(int(str(t["tcId"])), bytes.fromhex(str(t["hex"]))) for t in _vector_tests(error)]
+    return [(int(t["tcId"]), bytes.fromhex(t["hex"])) for t in _vector_tests(error)]
 
 
 def _exercised(error: str) -> tuple[str, ...]:
     """The requirements the vectors of ``error`` exercise, as vectors.json lists them."""
-    found = {str(r) for t in _vector_tests(error) for r in t["requirements"]}  # type: ignore[attr-defined]
+    found = {str(r) for t in _vector_tests(error) for r in t["requirements"]}
     return tuple(sorted(found))
 
 
