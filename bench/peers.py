@@ -147,6 +147,16 @@ class Daemons:
     missed: int = 0
 
 
+def _record_detections(result: Daemons, monitors: list[Lines], pattern: str, since: float) -> None:
+    """The time each monitor logged ``pattern`` after ``since``, or a miss."""
+    for m in monitors:
+        seen = m.find(pattern, since)
+        if seen:
+            result.latencies.append(seen[0] - since)
+        else:
+            result.missed += 1
+
+
 def aiobfd_pairs(venv: Path, interval: float, pairs: int, steady: float) -> Daemons:
     result = Daemons("aiobfd 0.2", interval, pairs)
     ms = str(round(interval * 1000))
@@ -172,12 +182,7 @@ def aiobfd_pairs(venv: Path, interval: float, pairs: int, steady: float) -> Daem
         for f in far:
             f.proc.send_signal(signal.SIGSTOP)
         time.sleep(MULT * interval + interval + 2.0)
-        for m in monitors:
-            seen = m.find("Detected BFD remote .* going DOWN", failed_at)
-            if seen:
-                result.latencies.append(seen[0] - failed_at)
-            else:
-                result.missed += 1
+        _record_detections(result, monitors, "Detected BFD remote .* going DOWN", failed_at)
     finally:
         end(monitors + far)
     return result
@@ -223,12 +228,7 @@ def hbproto_pairs(interval: float, sessions: int, steady: float) -> Daemons:
         failed_at = time.monotonic()
         server.proc.send_signal(signal.SIGSTOP)
         time.sleep(MULT * interval + interval + 2.0)
-        for m in monitors:
-            seen = m.find('"PeerDown"', failed_at)
-            if seen:
-                result.latencies.append(seen[0] - failed_at)
-            else:
-                result.missed += 1
+        _record_detections(result, monitors, '"PeerDown"', failed_at)
     finally:
         end([*monitors, server])
     return result
