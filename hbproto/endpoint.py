@@ -41,13 +41,14 @@ from .frame import (
     decode,
     encode_interval,
 )
-from .session import BARE_HEARTBEAT, Session, SessionInfo
+from .session import BARE_FRAME, Session, SessionInfo
 from .timers import BACKOFF_CAP_US, SLOW_START_INTERVAL_US
 
 __all__ = ["UNCHANGED", "Endpoint", "Limits"]
 
 Address = Hashable
 _BARE_HEARTBEAT_START = 0x11  # version 1, HEARTBEAT
+_BARE_ACK_START = 0x12  # version 1, ACK
 _PEERS_KEPT = 4096  # peers remembered for the back-offs of [HB-FREQ-4] and [HB-CLOSE-6]
 
 
@@ -244,10 +245,14 @@ class Endpoint:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Process one datagram. Invalid input is dropped and counted; this never raises."""
-        if len(data) == 28 and data[0] == _BARE_HEARTBEAT_START:
-            fields = BARE_HEARTBEAT.unpack(data)  # unpacked once, for both steps
+        if len(data) == 28 and (data[0] == _BARE_HEARTBEAT_START or data[0] == _BARE_ACK_START):
+            fields = BARE_FRAME.unpack(data)  # unpacked once, for both steps
             fast = self.sessions.get(fields[3])
-            if fast is not None and fast.fast_heartbeat(data, fields, addr, now):
+            if fast is not None and (
+                fast.fast_heartbeat(data, fields, addr, now)
+                if data[0] == _BARE_HEARTBEAT_START
+                else fast.fast_ack(data, fields, addr, now)
+            ):
                 return  # only later deadlines moved: the heap needs nothing
         try:
             frame = decode(data, self.limits.max_frame)

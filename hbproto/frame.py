@@ -583,6 +583,12 @@ def heartbeat_key(frame: Frame) -> int:
     )
 
 
+def routine_ack_key(mult: int, tx: int | None, rx: int | None) -> int:
+    """The :func:`heartbeat_key` of an ACK with Sta UP and neither P nor F from a peer that
+    advertises these values: what the core's ACK fast path compares raw bytes against."""
+    return _heartbeat_key(FrameType.ACK, State.UP, False, False, mult, tx, rx)
+
+
 def pack_tlv(tlv_type: int, value: bytes) -> bytes:
     """One encoded TLV."""
     return _TLV_HEAD.pack(tlv_type, len(value)) + value

@@ -53,6 +53,7 @@ from .frame import (
     heartbeat_key,
     pack,
     pack_tlv,
+    routine_ack_key,
 )
 from .state import LocalEvent, on_local, on_receive
 from .timers import (
@@ -90,9 +91,9 @@ _US = 1_000_000
 _CLOSED, _DOWN, _INIT, _UP = State.CLOSED, State.DOWN, State.INIT, State.UP
 _HEARTBEAT, _ACK = FrameType.HEARTBEAT, FrameType.ACK
 _DATA, _CLOSE = FrameType.DATA, FrameType.CLOSE
-# The fast path's view of a bare HEARTBEAT: head (version..Mult), Length, My Identifier, Your
-# Identifier, Sequence Number, Timestamp, both interval codes as one field, CRC.
-BARE_HEARTBEAT = struct.Struct(">HHIIIIII")
+# The fast paths' view of a bare HEARTBEAT or ACK: head (version..Mult), Length, My Identifier,
+# Your Identifier, Sequence Number, Timestamp, both interval codes as one field, CRC.
+BARE_FRAME = struct.Struct(">HHIIIIII")
 _HEAD_POLL = 1 << 5  # the P bit within that head (SPEC 4.1); a poll must be answered with F
 _OFFSET_MIX = 0x9E3779B1  # odd, so distinct identifiers give distinct timestamp offsets
 SEQ_BUDGET = (1 << 31) - (1 << 16)  # numbers an authenticated session uses [HB-SEQ-5]
@@ -234,6 +235,7 @@ class Session:
         "_ia_var",
         "_rare",
         "ack_mask",
+        "ack_sig",
         "ack_top",
         "addr",
         "config",
@@ -344,6 +346,7 @@ class Session:
         # Too-frequent protection [HB-FREQ-1], [HB-FREQ-6].
         self.last_hb_rx: float | None = None
         self.last_hb_sig = 0
+        self.ack_sig = 0  # routine_ack_key of the peer's parameters: the ACK fast path's key
         self.freq_d: int | None = None  # the peer's D as judged [HB-FREQ-6]; None: no preference
         # RTT [HB-RTT-2] and suspicion [HB-DET-7].
         self.srtt: float | None = None
@@ -724,15 +727,8 @@ class Session:
         mask = ((self.rx_mask << ahead) | 1) & _WINDOW_MASK
         self.rx_mask = _WINDOW_MASK if mask == _WINDOW_MASK else mask
         self.rx_top = seq
-        last_rx = self.last_rx
-        if last_rx is not None:
-            gap = now - last_rx
-            mean = self._ia_mean
-            if gap <= 4 * mean:
-                delta = gap - mean
-                self._ia_mean = mean + 0.125 * delta
-                self._ia_var = 0.875 * (self._ia_var + 0.125 * delta * delta)
-        self.last_rx = self.last_hb_rx = now
+        self._alive(now)
+        self.last_hb_rx = now
         dt = self.dt_us
         self.detect_at = None if dt is None else now + dt / _US
         rare = self._rare
@@ -758,6 +754,51 @@ class Session:
         if self.config.idle_only and self.next_tx is not None:
             self.last_tx = now
             self._schedule_tx(now)
+        return True
+
+    def fast_ack(self, data: bytes, fields: tuple[int, ...], addr: Any, now: float) -> bool:
+        """Handle a routine ACK without building a :class:`Frame`, or return False.
+
+        Routine means: a bare 28-byte ACK with Sta UP, neither P nor F, and the Mult and interval
+        codes the peer already advertises (canonically encoded), to a session that is UP with
+        the peer's UP seen, verified, not polling and not probing, from the verified address,
+        answering the newest HEARTBEAT not yet acknowledged, in a session without
+        authentication. It is the other half of the steady state when both ends heartbeat. As
+        with :meth:`fast_heartbeat`, the effect is exactly the full path's, and anything else
+        is left to it with nothing changed.
+        """
+        head, length, my_id, _, seq, ts, codes, crc = fields
+        if (
+            ((head << 32) | codes) != self.ack_sig
+            or self.config.auth is not None
+            or self.state is not _UP
+            or not self.peer_up
+            or not self.verified
+            or self.poll_seq is not None
+            or self.probe is not None
+            or my_id != self.remote_id
+            or length != MIN_FRAME
+            or addr != self.addr
+            or zlib.crc32(data[:24]) != crc
+        ):
+            return False
+        back = (self.tx_seq - 1 - seq) & _MASK32
+        top = self.ack_top
+        if (
+            back >= ACK_WINDOW
+            or not (self.ack_mask >> back) & 1
+            or not (top is None or 0 < ((seq - top) & _MASK32) < _HALF32)
+        ):
+            return False  # not current [HB-SM-1], or not acceptable (V-13): the full path says
+        # Commit: V-13, proof of life [HB-DET-1], suspicion, the RTT sample [HB-RTT-2].
+        self.ack_mask &= ~(1 << back)
+        self.ack_top = seq
+        self._alive(now)
+        dt = self.dt_us
+        self.detect_at = None if dt is None else now + dt / _US
+        sample = (((int(now * _US) + self.ts_offset) - ts) & _MASK32) / _US
+        self.srtt, self.rttvar = srtt, rttvar = rtt_update(self.srtt, self.rttvar, sample)
+        self.owner.events.append(RttSample(self.local_id, sample, srtt, rttvar))
         return True
 
     def discard_opening_copy(self, frame: Frame, data: bytes) -> None:
@@ -814,16 +855,19 @@ class Session:
         if self.config.auth is not None:
             self._check_counter(now)  # a valid frame may have drawn HEARTBEATs
 
-    def _on_valid(self, frame: Frame, addr: Any, now: float, *, current: bool) -> None:
-        ftype = frame.type
-        events = self.owner.events
-        # Proof of life [HB-DET-1] and the suspicion statistics.
+    def _alive(self, now: float) -> None:
+        """A valid frame arrived: proof of life [HB-DET-1], and the suspicion statistics."""
         if self.last_rx is not None:
             self._ia_mean, self._ia_var = interarrival_update(
                 self._ia_mean, self._ia_var, now - self.last_rx
             )
         self.last_rx = now
         self.backoff = 0
+
+    def _on_valid(self, frame: Frame, addr: Any, now: float, *, current: bool) -> None:
+        ftype = frame.type
+        events = self.owner.events
+        self._alive(now)
         old = self.state
         # The rebinding probe this frame answers, if any: captured before anything replaces it.
         probe = self.probe
@@ -924,6 +968,7 @@ class Session:
             frame.required_rx,
             frame.mult,
         )
+        self.ack_sig = routine_ack_key(frame.mult, frame.desired_tx, frame.required_rx)
         self._timers_changed()
         if first and self.exp_us is not None:
             self._ia_mean, self._ia_var = interarrival_seed(self.exp_us / _US)
