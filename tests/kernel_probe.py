@@ -29,9 +29,14 @@ async def main(mode: str) -> None:
         nursery.start_soon(_drain, server)
         port = server.local_address[1]
         async with connect(f"tcp://127.0.0.1:{port}", config, kernel=kernel) as peer:
+            samples = 0
             async for event in peer:
-                if isinstance(event, RttSample):
-                    break  # an exchange just completed: the connection is idle now
+                samples += isinstance(event, RttSample)
+                if samples == 2:
+                    # The second exchange just completed: the first ACK brought the session
+                    # UP and drew a HEARTBEAT that may still have been queued then; the answer
+                    # to that one leaves nothing in flight, so the connection is idle now.
+                    break
             for direction in ("--dport", "--sport"):
                 subprocess.run(
                     ["iptables", "-A", "INPUT", "-p", "tcp", direction, str(port), "-j", "DROP"],

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from abc import ABC, abstractmethod
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields, is_dataclass
@@ -33,11 +33,12 @@ from .address import Address, SockAddr
 from .errors import ConnectFailed
 from .events import Reconnecting
 
-__all__ = ["Backoff", "Observer", "Peer", "Server", "event_fields"]
+__all__ = ["NOTABLE", "Backoff", "Observer", "Peer", "Server", "event_fields"]
 
 LOGGER = logging.getLogger("hbproto")
 
-_NOTABLE = (PeerUp, PeerDown, PeerRestarted, SessionClosed, LocalStall, Reconnecting)
+NOTABLE = (PeerUp, PeerDown, PeerRestarted, SessionClosed, LocalStall, Reconnecting)
+"""The events logged at INFO: the ones that change what a session is, not routine samples."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +140,7 @@ class Observer:
     def __call__(self, event: Event) -> None:
         kind = type(event).__name__
         self.counts[kind] += 1
-        level = logging.INFO if isinstance(event, _NOTABLE) else logging.DEBUG
+        level = logging.INFO if isinstance(event, NOTABLE) else logging.DEBUG
         if self.logger.isEnabledFor(level):
             record = event_fields(event)
             if self.name:
@@ -176,6 +177,9 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
             yield exc
 
 
+_YIELD_EVERY = 64  # events the application may take in a row without a checkpoint
+
+
 class _EventPipe:
     """A bounded queue of events from the transport's task to the application.
 
@@ -186,16 +190,36 @@ class _EventPipe:
     def __init__(self, observer: Observer, max_events: int) -> None:
         self.observer = observer
         self._send, self._receive = trio.open_memory_channel[Event](max_events)
+        self._taken = 0
 
     async def emit(self, event: Event) -> None:
+        """Queue one event; wait only while the queue is full. Not a checkpoint otherwise:
+        yielding per event would cost a task switch per RTT sample, and the driver's loop
+        yields once per wake-up anyway."""
         self.observer(event)
-        with suppress(trio.BrokenResourceError):  # the application stopped listening
-            await self._send.send(event)
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            with suppress(trio.BrokenResourceError):
+                await self._send.send(event)
+        except trio.BrokenResourceError:  # the application stopped listening
+            pass
 
     def finish(self) -> None:
         self._send.close()
 
     async def next(self) -> Event:
+        """The next event. A waiting event is taken without a checkpoint, except every
+        ``_YIELD_EVERY``-th: a busy server's RTT samples would otherwise cost the application
+        a trip through the scheduler each, and cancellation is still seen promptly."""
+        self._taken += 1
+        if self._taken % _YIELD_EVERY:
+            try:
+                return self._receive.receive_nowait()
+            except trio.WouldBlock:
+                pass
+            except trio.EndOfChannel:
+                raise StopAsyncIteration from None
         try:
             return await self._receive.receive()
         except trio.EndOfChannel:
@@ -318,20 +342,26 @@ class Server(_Common):
         self, address: Address, config: Config, *, observer: Observer, max_events: int
     ) -> None:
         super().__init__(address, config, observer=observer, max_events=max_events)
-        self._addresses: dict[int, SockAddr] = {}
+        self._addresses: OrderedDict[int, SockAddr] = OrderedDict()
 
     def address_of(self, session: int) -> SockAddr | None:
-        """The peer's address as it was when the session's latest event was queued, so that
-        it still answers for a session that has ended since (the latest 10,000 sessions)."""
-        return self._addresses.get(session)
+        """The peer's address: where the session is now, or, for a session that has ended
+        since, where it was at its latest up, down, restart or close event (kept for the latest
+        10,000 sessions)."""
+        live = self._live_address(session)
+        return live if live is not None else self._addresses.get(session)
+
+    @abstractmethod
+    def _live_address(self, session: int) -> SockAddr | None:
+        """The address of a session the transport still holds."""
 
     def _note_address(self, session: int, address: SockAddr) -> None:
         addresses = self._addresses
         if addresses.get(session) != address:
-            addresses.pop(session, None)
             addresses[session] = address
+            addresses.move_to_end(session)
             if len(addresses) > self._ADDRESSES_KEPT:
-                del addresses[next(iter(addresses))]  # the oldest: this map stays bounded
+                addresses.popitem(last=False)  # the oldest: this map stays bounded
 
     @property
     @abstractmethod

@@ -93,7 +93,8 @@ class KernelDatagramSocket:
             data, addr = self.sock.recvfrom(_MAX_DATAGRAM)
         except BlockingIOError:
             return None
-        return data, _numeric(addr)
+        # IPv4 gives (host, port) already; IPv6's flow and scope fields are dropped.
+        return data, addr if len(addr) == 2 else (addr[0], addr[1])
 
     def send_nowait(self, data: bytes, addr: SockAddr) -> bool:
         try:

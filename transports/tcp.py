@@ -159,6 +159,7 @@ class StreamDriver:
             timer = conn.get_timer()
             if timer is not None and timer <= now:
                 conn.handle_timer(now)
+                await trio.lowlevel.checkpoint()  # let the application take what it caused
                 continue
             stalled = self._stall_deadline()
             if stalled is not None and stalled <= now:
@@ -449,6 +450,9 @@ class TcpServer(Server):
         driver.conn.close(trio.current_time(), code, text)
         driver.flush()
         await trio.lowlevel.checkpoint()
+
+    def _live_address(self, session: int) -> SockAddr | None:
+        return self._remotes.get(session)
 
     def snapshot(self, session: int) -> SessionInfo:
         info = self._links.get(session).conn.snapshot(trio.current_time())
