@@ -9,7 +9,8 @@ connected to the server; one epoll set watches them all.
 Sending disciplines:
 
 * paced: every peer sends a HEARTBEAT every ``interval`` x U(0.75, 1.0) seconds, as [HB-TX-1]
-  has it, and (``ack``) answers each of the server's HEARTBEATs with an ACK;
+  has it (unless ``periodic`` is false: a server that advertises R = 0 asks for none), and
+  (``ack``) answers each of the server's HEARTBEATs with an ACK;
 * saturate: closed loop, ``window`` HEARTBEATs in flight, each answer releasing the next
   peer's HEARTBEAT (a peer never sends twice within ``min_gap`` seconds);
 * echo: the same closed loop against a plain echo server (the replies are the HEARTBEATs).
@@ -69,6 +70,7 @@ class Settings:
     interval: float
     ack: bool
     seed: int
+    periodic: bool = True  # False: the server drives (its R is 0), peers only answer it
     handshakes_in_flight: int = 400
     opens_per_second: float = 2000.0  # new sessions a second, per generator process
 
@@ -118,6 +120,7 @@ class Generator:
         self.fd_peer = {sock.fileno(): i for i, sock in enumerate(self.socks)}
         self.poll.register(0, select.EPOLLIN)
         self.stats = Stats()
+        self.reset_at = time.monotonic()  # when the counts in stats began
         self.mode = "idle"
         self.interval = s.interval
         self.heap: list[tuple[float, int]] = []
@@ -195,7 +198,7 @@ class Generator:
         self.state[i] = _ESTABLISHED
         self.opening -= 1
         self.up += 1
-        if self.mode == "paced":  # the next HEARTBEAT J x T after the UP [HB-TX-1]
+        if self.mode == "paced" and self.s.periodic:  # the next one J x T after the UP [HB-TX-1]
             heapq.heappush(self.heap, (now + self.interval * self.rng.uniform(0.75, 1.0), i))
 
     def paced(self, now: float) -> float:
@@ -333,6 +336,7 @@ class Generator:
             self.reply(now)
             if cmd.get("reset"):
                 self.stats = Stats()
+                self.reset_at = now
         elif verb == "quit":
             self.running = False
 
@@ -351,6 +355,7 @@ class Generator:
             "put_down": s.put_down,
             "late_max": s.late_max,
             "rtts": s.rtts,
+            "counted_for": now - self.reset_at,  # seconds: divide the counts by this
             "stopped": self.stopped,
         }
         sys.stdout.write(json.dumps(out) + "\n")

@@ -99,7 +99,8 @@ def _scale(data: dict[str, Any], folder: Path) -> Path:
     import matplotlib.pyplot as plt  # noqa: PLC0415 - optional: the bench extra
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=90)
-    for deployment, colour in (("answer only", "tab:blue"), ("both ways", "tab:orange")):
+    deployments = (("answer only", "tab:blue"), ("server drives", "tab:green"))
+    for deployment, colour in (*deployments, ("both ways", "tab:orange")):
         rows = [r for r in data["paced"] if r["deployment"] == deployment and r["workers"] == 1]
         rows.sort(key=lambda r: r["peers"])
         if rows:
@@ -126,7 +127,7 @@ def _scale(data: dict[str, Any], folder: Path) -> Path:
             )
     left.axhline(1.0, color="grey", lw=0.8, ls="--")
     left.plot([], [], "o", mfc="none", mec="red", ms=10, label="fell behind: false downs")
-    left.set_xlabel("peers, each heartbeating at 1 Hz")
+    left.set_xlabel("peers, heartbeats at 1 Hz")
     left.set_ylabel("server CPU, fraction of one core")
     left.set_title("Paced load: server CPU", fontsize=10)
     left.legend(fontsize=8)

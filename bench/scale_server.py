@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--reuseport", action="store_true")
     parser.add_argument("--interval", type=float, default=1.0, help="hbproto: Config.interval")
+    parser.add_argument("--min-rx", type=float, default=None, help="hbproto: Config.min_rx")
     args = parser.parse_args(argv)
     sock = make_socket(args.port, args.reuseport)
     if args.mode == "bare":
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.mode == "drain":
         trio.run(drain, sock)
     else:
-        trio.run(hbproto_server, sock, Config(interval=args.interval))
+        trio.run(hbproto_server, sock, Config(interval=args.interval, min_rx=args.min_rx))
     return 0
 
 
