@@ -235,8 +235,10 @@ def _detection_from_the_first_frame() -> None:
             original(self)
 
     Session._rearm_detection = rearm  # type: ignore[method-assign]
-    # The fast path for routine HEARTBEATs sets the timer itself: route every frame past it.
+    # The fast paths for routine HEARTBEATs and ACKs set the timer themselves: route every
+    # frame past them.
     Session.fast_heartbeat = lambda *args: False  # type: ignore[method-assign]
+    Session.fast_ack = lambda *args: False  # type: ignore[method-assign]
 
 
 def _accept_replays() -> None:
