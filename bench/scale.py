@@ -105,6 +105,34 @@ class Processes:
             cpu_seconds(w.pid) for w in self.generators
         ]
 
+    def measure(self, seconds: float) -> Usage:
+        """Let ``seconds`` pass; what the processes used meanwhile."""
+        s0, g0 = self.cpu()
+        w0 = self.waited()
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        s1, g1 = self.cpu()
+        w1 = self.waited()
+        elapsed = time.monotonic() - t0
+        return Usage(
+            elapsed,
+            [(b - a) / elapsed for a, b in zip(s0, s1, strict=True)],
+            (w1[0] - w0[0]) / elapsed,
+            (w1[1] - w0[1]) / elapsed,
+            sum(b - a for a, b in zip(g0, g1, strict=True)) / elapsed,
+        )
+
+
+@dataclass
+class Usage:
+    """What the processes used over a measured window, as fractions of it."""
+
+    elapsed: float
+    server_cpu: list[float]  # fraction of a core, per server process
+    server_waited: float  # of the window, the servers runnable without a CPU
+    generator_waited: float
+    generator_cpu: float  # all generators together
+
 
 def start(mode: str, workers: int, peers: int, settings: dict[str, Any], pin: bool) -> Processes:
     servers: list[Worker] = []
@@ -220,18 +248,11 @@ def paced(plan: Plan, peers: int, deployment: str, workers: int = 1) -> Paced:
             g.send(cmd="window", edge="start")
         reports(procs, reset=True)
         drops0 = socket_drops(procs.port)
-        s0, g0 = procs.cpu()
-        w0 = procs.waited()
-        t0 = time.monotonic()
-        time.sleep(plan.measure)
-        s1, g1 = procs.cpu()
-        w1 = procs.waited()
-        t1 = time.monotonic()
+        use = procs.measure(plan.measure)
         for g in procs.generators:
             g.send(cmd="window", edge="end")
         window = reports(procs)
         drops = socket_drops(procs.port) - drops0
-        elapsed = t1 - t0
         for g in procs.generators:
             g.send(cmd="stop", fraction=STOP_FRACTION)
         time.sleep(3 * plan.interval + plan.interval + plan.margin)  # DT + ER, and more
@@ -267,11 +288,11 @@ def paced(plan: Plan, peers: int, deployment: str, workers: int = 1) -> Paced:
         workers,
         ramp,
         up,
-        [(b - a) / elapsed for a, b in zip(s0, s1, strict=True)],
-        (w1[0] - w0[0]) / elapsed,
-        (w1[1] - w0[1]) / elapsed,
+        use.server_cpu,
+        use.server_waited,
+        use.generator_waited,
         max(r["late_max"] for r in window),
-        sum(b - a for a, b in zip(g0, g1, strict=True)) / elapsed,
+        use.generator_cpu,
         sum(r["server_hb_in" if server_drives else "hb_sent"] / r["counted_for"] for r in window),
         acks / hb if hb else math.nan,
         sent_out,
@@ -328,25 +349,18 @@ def saturate(plan: Plan, server: str, workers: int = 1) -> Saturated:
             )
         time.sleep(plan.warm)
         reports(procs, reset=True)
-        s0, g0 = procs.cpu()
-        w0 = procs.waited()
-        t0 = time.monotonic()
-        time.sleep(plan.sat_seconds)
-        s1, g1 = procs.cpu()
-        w1 = procs.waited()
-        t1 = time.monotonic()
+        use = procs.measure(plan.sat_seconds)
         got = reports(procs)
     finally:
         procs.stop()
-    elapsed = t1 - t0
     return Saturated(
         server,
         workers,
-        sum(r["acks_in"] for r in got) / elapsed,
-        [(b - a) / elapsed for a, b in zip(s0, s1, strict=True)],
-        (w1[0] - w0[0]) / elapsed,
-        (w1[1] - w0[1]) / elapsed,
-        sum(b - a for a, b in zip(g0, g1, strict=True)) / elapsed,
+        sum(r["acks_in"] for r in got) / use.elapsed,
+        use.server_cpu,
+        use.server_waited,
+        use.generator_waited,
+        use.generator_cpu,
         _stats([x * 1e3 for r in got for x in r["rtts"]]),
     )
 

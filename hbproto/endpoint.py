@@ -245,12 +245,13 @@ class Endpoint:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Process one datagram. Invalid input is dropped and counted; this never raises."""
-        if len(data) == 28 and (data[0] == _BARE_HEARTBEAT_START or data[0] == _BARE_ACK_START):
+        first = data[0] if len(data) == 28 else None
+        if first in (_BARE_HEARTBEAT_START, _BARE_ACK_START):
             fields = BARE_FRAME.unpack(data)  # unpacked once, for both steps
             fast = self.sessions.get(fields[3])
             if fast is not None and (
                 fast.fast_heartbeat(data, fields, addr, now)
-                if data[0] == _BARE_HEARTBEAT_START
+                if first == _BARE_HEARTBEAT_START
                 else fast.fast_ack(data, fields, addr, now)
             ):
                 return  # only later deadlines moved: the heap needs nothing
